@@ -1,0 +1,43 @@
+"""Command dispatch for ``python -m dpo_lib``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their command runs, so
+``validate`` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("dpo_lib.data.validate_cli", "validate a preference dataset"),
+    "train": ("dpo_lib.training.train_cli", "train with DPO from configs/ and key=value overrides"),
+    "evaluate": ("dpo_lib.training.evaluate_cli", "evaluate a run's policy and reference on the held-out split"),
+    "make-tiny-model": ("dpo_lib.tiny_model", "build a tiny Hugging Face model directory locally"),
+    "make-toy-data": ("dpo_lib.data.toy", "write a learnable toy preference dataset"),
+    "metrics": ("dpo_lib.training.metrics_cli", "print a run's metrics.json"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dpo_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints usage or a clear "invalid choice" error
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"python -m dpo_lib {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)

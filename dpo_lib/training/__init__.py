@@ -1,0 +1,1 @@
+"""Training: the DPO loop, log-probabilities, checkpoints, metrics. Imports torch."""
