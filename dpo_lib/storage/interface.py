@@ -117,7 +117,8 @@ class StorageInterface(abc.ABC):
         """Size (and checksums when cheaply known) of the object at ``uri``."""
 
     def close(self) -> None:
-        """Release clients or connections held by the backend. Idempotent."""
+        """Release clients or connections held by the backend. Idempotent; a no-op by default."""
+        return None
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,134 @@
+"""A fine-tune request (a DAG run's conf), its JSON Schema, and the run plan built from it.
+
+The same schema backs the DAG's Params (checked by Airflow at trigger time) and the
+``validate`` task, so a bad request is refused with the same words everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dpo_lib.config import CONFIG_DIR, SCHEMA_DIR, ConfigError, compose_config
+from dpo_lib.orchestration.settings import Settings, path_safe
+
+DEFAULT_REQUEST = {
+    "dataset_uri": "data/dataset.json",
+    "model": "tiny",
+    "loss": "dpo",
+    "trainer": "basic",
+    "exp_name": "dpo",
+    "overrides": {},
+}
+
+# The pipeline decides these (per run, from the request's own fields); an override must not
+# point a run at another run's folders or at arbitrary files on the worker.
+RESERVED_KEYS = {"model", "loss", "trainer", "model.name_or_path", "model.tokenizer_name_or_path"}
+RESERVED_ROOTS = {"exp_name", "run_dir", "datasets"}
+STAGED_SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+
+class RequestError(ValueError):
+    """A request that must not reach training; the message says every reason."""
+
+
+def config_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
+
+
+@lru_cache(maxsize=1)
+def request_schema() -> dict[str, Any]:
+    """``configs/schemas/request.schema.json`` with the model/loss/trainer options filled in."""
+    schema = json.loads((SCHEMA_DIR / "request.schema.json").read_text())
+    for group in ("model", "loss", "trainer"):
+        schema["properties"][group]["enum"] = config_options(group)
+    return schema
+
+
+def validate_request(conf: dict[str, Any]) -> dict[str, Any]:
+    """The request with defaults filled in; :class:`RequestError` naming each bad field otherwise."""
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(conf, dict):
+        raise RequestError(f"the request must be a JSON object, not {type(conf).__name__}")
+    request = {**DEFAULT_REQUEST, **conf}
+    problems = [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '(request)'}: {e.message}"
+        for e in Draft202012Validator(request_schema()).iter_errors(request)
+    ]
+    for key in request.get("overrides") or {}:
+        if key in RESERVED_KEYS or key.split(".")[0] in RESERVED_ROOTS:
+            problems.append(f"overrides.{key}: is set by the pipeline and cannot be overridden")
+    if problems:
+        raise RequestError("invalid request:\n" + "\n".join(f"  {p}" for p in sorted(problems)))
+    return request
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the tasks of one run need, decided once by ``validate`` and passed on by XCom."""
+
+    dag_id: str
+    run_id: str
+    request: dict[str, Any]
+    staging_dir: str
+    staged_path: str
+    run_dir: str
+    train_command: str
+    evaluate_command: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_run(conf: dict[str, Any], *, dag_id: str, run_id: str, settings: Settings) -> RunPlan:
+    """Validate ``conf`` and compose its training config (without touching the data or a GPU)."""
+    request = validate_request(conf)
+    run_key = path_safe(run_id)
+    staging_dir = settings.staging_root / path_safe(dag_id) / run_key
+    suffix = PurePosixPath(request["dataset_uri"]).suffix.lower()
+    staged_path = staging_dir / f"dataset{suffix if suffix in STAGED_SUFFIXES else '.data'}"
+    run_dir = settings.artifacts_root / request["exp_name"] / run_key
+
+    overrides = [
+        f"model={request['model']}",
+        f"loss={request['loss']}",
+        f"trainer={request['trainer']}",
+        "datasets=[from_uri]",
+        f"datasets.from_uri.uri={hydra_value(str(staged_path))}",
+        f"exp_name={request['exp_name']}",
+        f"run_dir={hydra_value(str(run_dir))}",
+        *(f"{key}={hydra_value(value)}" for key, value in sorted(request["overrides"].items())),
+    ]
+    try:
+        compose_config(overrides)
+    except ConfigError as exc:
+        raise RequestError(f"invalid training config: {exc}") from None
+
+    dpo = [settings.python, "-u", "-m", "dpo_lib"]
+    return RunPlan(
+        dag_id=dag_id,
+        run_id=run_id,
+        request=request,
+        staging_dir=str(staging_dir),
+        staged_path=str(staged_path),
+        run_dir=str(run_dir),
+        train_command=shlex.join([*dpo, "train", *overrides]),
+        evaluate_command=shlex.join([*dpo, "evaluate", "--run-dir", str(run_dir)]),
+    )
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar; strings are quoted so no character is special."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"

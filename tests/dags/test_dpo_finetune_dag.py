@@ -1,0 +1,88 @@
+"""The dpo_finetune DAG's shape, its Params, and what importing it costs."""
+
+import subprocess
+import sys
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import Param
+from airflow.sdk.definitions.param import ParamValidationError
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def dag():
+    dagbag = DagBag(dag_folder=str(REPO / "dags"))
+    assert dagbag.import_errors == {}
+    return dagbag.dags["dpo_finetune"]
+
+
+def test_tasks_run_validate_stage_train_evaluate_then_cleanup(dag):
+    def downstream(task_id):
+        return dag.get_task(task_id).downstream_task_ids
+
+    assert set(dag.task_ids) == {"validate", "stage_dataset", "train", "evaluate", "cleanup"}
+    assert downstream("validate") == {"stage_dataset", "cleanup"}
+    assert downstream("stage_dataset") == {"train", "cleanup"}
+    assert downstream("train") == {"evaluate"}
+    assert downstream("evaluate") == {"cleanup"}
+
+
+def test_cleanup_is_a_teardown_of_staging(dag):
+    cleanup = dag.get_task("cleanup")
+    assert cleanup.is_teardown
+    assert "stage_dataset" in cleanup.upstream_task_ids
+    # Teardowns do not decide the run's state, so a failed train still fails the run.
+    assert not cleanup.on_failure_fail_dagrun
+
+
+def test_train_and_evaluate_run_the_planned_command_lines(dag):
+    assert "train_command" in dag.get_task("train").bash_command
+    assert "evaluate_command" in dag.get_task("evaluate").bash_command
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("exp_name", "../escape"),
+        ("exp_name", "a/b"),
+        ("exp_name", ""),
+        ("dataset_uri", ""),
+        ("dataset_uri", 42),
+        ("loss", "not-a-loss"),
+        ("model", "gpt-17"),
+        ("trainer", "quantum"),
+        ("overrides", {"bad key!": 1}),
+        ("overrides", {"lr": [1, 2]}),
+        ("overrides", "lr=1"),
+    ],
+)
+def test_params_refuse_bad_conf(dag, name, value):
+    param: Param = dag.params.get_param(name)
+    with pytest.raises(ParamValidationError):
+        param.resolve(value=value)
+
+
+def test_params_accept_a_good_conf(dag):
+    conf = {"dataset_uri": "gs://bucket/prefs.jsonl", "exp_name": "exp-1.a", "loss": "ipo",
+            "overrides": {"lr": 1e-4, "loss.beta": 0.2}}  # fmt: skip
+    for name, value in conf.items():
+        assert dag.params.get_param(name).resolve(value=value) == value
+
+
+def test_importing_the_dag_loads_no_training_library_and_is_fast():
+    code = (
+        "import time, sys, importlib.util\n"
+        "import airflow.sdk, airflow.providers.standard.operators.bash, airflow.sdk.exceptions\n"
+        "t = time.perf_counter()\n"
+        f"spec = importlib.util.spec_from_file_location('dag', {str(REPO / 'dags' / 'dpo_finetune.py')!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "elapsed = time.perf_counter() - t\n"
+        "heavy = [m for m in ('torch', 'transformers', 'accelerate', 'peft', 'hydra') if m in sys.modules]\n"
+        "print(elapsed, ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    elapsed, heavy = float(out[0]), out[1] if len(out) > 1 else ""
+    assert heavy == ""
+    assert elapsed < 1.0
