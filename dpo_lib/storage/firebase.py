@@ -28,9 +28,11 @@ Why things are done this way:
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,6 +84,7 @@ class FirebaseStorage(StorageInterface):
         self._app: Any = None
         self._bucket: Any = None
         self._retry: Any = None
+        self._finalizer: weakref.finalize | None = None
         self.credential_source: str | None = None
 
     def __repr__(self) -> str:
@@ -123,20 +126,18 @@ class FirebaseStorage(StorageInterface):
             firebase_admin.delete_app(app)
             raise
         self._app = app
+        # Forgotten instances (get_storage(...) used once) still release their app when collected.
+        self._finalizer = weakref.finalize(self, _release, bucket, app)
         self.credential_source = resolved.source
         self._retry = DEFAULT_RETRY.with_timeout(self.retry_deadline) if self.retry_deadline > 0 else None
         return bucket
 
     def close(self) -> None:
         with self._lock:
-            bucket, app = self._bucket, self._app
+            finalizer, self._finalizer = self._finalizer, None
             self._bucket = self._app = None
-        if bucket is not None:
-            bucket.client.close()
-        if app is not None:
-            import firebase_admin
-
-            firebase_admin.delete_app(app)
+        if finalizer is not None:
+            finalizer()  # runs _release once; later calls and garbage collection do nothing
 
     # -- URI handling --------------------------------------------------------------
 
@@ -243,6 +244,15 @@ class FirebaseStorage(StorageInterface):
 
     def stat(self, uri: str) -> ObjectInfo:
         return _info(uri, self._get_blob(uri))
+
+
+def _release(bucket: Any, app: Any) -> None:
+    """Close the HTTP session and drop the app from firebase-admin's global registry."""
+    import firebase_admin
+
+    bucket.client.close()
+    with contextlib.suppress(ValueError):  # already deleted
+        firebase_admin.delete_app(app)
 
 
 def _info(uri: str, blob: Any) -> ObjectInfo:

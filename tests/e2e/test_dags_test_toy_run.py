@@ -1,0 +1,93 @@
+"""End to end: ``airflow dags test dpo_finetune`` on SQLite trains the tiny model for real.
+
+Each test runs the real Airflow CLI in a subprocess with its own AIRFLOW_HOME, staging
+and artifacts folders, so nothing here touches the project's own folders.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    dpo = [sys.executable, "-m", "dpo_lib"]
+    subprocess.run([*dpo, "make-tiny-model", str(work / "models" / "tiny")], check=True, capture_output=True)
+    subprocess.run([*dpo, "make-toy-data", str(work / "data" / "dataset.json")], check=True, capture_output=True)
+    env = airflow_env(work)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return work
+
+
+def airflow_env(work: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(work / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "DPO_WORKDIR": str(work),
+        "DPO_STAGING_ROOT": str(work / "staging"),
+        "DPO_ARTIFACTS_ROOT": str(work / "artifacts"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def dags_test(work: Path, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AIRFLOW, "dags", "test", "dpo_finetune", "-c", json.dumps(conf)],
+        env=airflow_env(work),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def staged_files(work: Path) -> list[Path]:
+    return [p for p in (work / "staging").rglob("*") if p.is_file()]
+
+
+def test_toy_run_learns_and_leaves_nothing_staged(workdir):
+    result = dags_test(workdir, {"dataset_uri": "data/dataset.json", "exp_name": "e2e"})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    (metrics_path,) = (workdir / "artifacts" / "e2e").glob("*/metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["train"]["step"] == 120
+    for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected", "grad_norm", "lr", "tokens_per_s"):  # fmt: skip
+        assert name in metrics["train"]
+        assert name == "grad_norm" or name == "lr" or name == "tokens_per_s" or name in metrics["eval"]
+    assert metrics["eval"]["rewards/accuracies"] >= 0.80
+    assert metrics["eval"]["logps/accuracies"] > metrics["eval"]["reference"]["logps/accuracies"]
+    assert (metrics_path.parent / "final" / "model.safetensors").exists()
+    assert staged_files(workdir) == []
+
+
+def test_bad_dataset_fails_validate_and_never_trains(workdir):
+    bad = workdir / "data" / "bad.json"
+    bad.write_text(json.dumps([{"prompt": "p", "chosen": "same", "rejected": "same"}, {"prompt": "q", "chosen": 3}]))
+    result = dags_test(workdir, {"dataset_uri": "data/bad.json", "exp_name": "bad-data"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "record 1" in output and "rejected" in output  # the reason, naming record and field
+    assert not (workdir / "artifacts" / "bad-data").exists()
+    assert staged_files(workdir) == []
+
+
+def test_bad_training_config_fails_validate_naming_the_key(workdir):
+    result = dags_test(workdir, {"dataset_uri": "data/dataset.json", "exp_name": "bad-conf", "overrides": {"lr": -1}})
+    assert result.returncode != 0
+    assert "lr: -1" in result.stdout + result.stderr
+    assert not (workdir / "artifacts" / "bad-conf").exists()
+    assert staged_files(workdir) == []
