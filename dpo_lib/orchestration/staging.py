@@ -18,7 +18,7 @@ MANIFEST = "manifest.json"
 
 def check_dataset(dataset_uri: str, settings: Settings) -> dict[str, Any]:
     """Stream-validate the dataset where it lies; :class:`RequestError` with every problem if invalid."""
-    from dpo_lib.data.formats import open_dataset
+    from dpo_lib.data.dataset import open_dataset
     from dpo_lib.storage import StorageError, get_storage
 
     storage = get_storage(dataset_uri, local_root=settings.local_storage_root)
@@ -39,7 +39,7 @@ def stage_dataset(plan: dict[str, Any], settings: Settings) -> dict[str, Any]:
     Idempotent: a retry downloads again over the same names. On failure the run's
     staging folder is removed, so nothing half-staged is left for anyone to find.
     """
-    from dpo_lib.data.formats import open_dataset
+    from dpo_lib.data.dataset import open_dataset
     from dpo_lib.storage import get_storage
 
     staging_dir, uri = Path(plan["staging_dir"]), plan["request"]["dataset_uri"]

@@ -85,6 +85,7 @@ def save_checkpoint(
         for path in tmp.iterdir():
             _fsync(path)
         (tmp / COMPLETE_MARKER).write_text("")
+        tmp.chmod(0o755)  # mkdtemp makes it private; a retry may run as another user
         if final.exists():  # a retry re-reaching a step it already saved
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def load_pairs(name: str, dataset_cfg: dict[str, Any], download_dir: Path) -> list[PreferencePair]:
     """Read one ``datasets.<name>`` entry. Remote URIs are downloaded into ``download_dir`` first."""
-    from dpo_lib.data.formats import open_dataset
+    from dpo_lib.data.dataset import open_dataset
     from dpo_lib.storage import get_storage
 
     uri = dataset_cfg["uri"]

@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from dpo_lib.training.trainer import BasicTrainer, load_model
 
     cfg = json.loads(config_path.read_text())
+    # The run may have moved since training (another machine, another mount point): its
+    # directory is the one given here, not the one recorded in its config.
+    cfg["run_dir"] = str(run_dir)
     trainer = BasicTrainer(cfg)
     trainer.setup_for_evaluation(policy_path=final)
     if not trainer.eval_pairs:

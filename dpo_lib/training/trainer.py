@@ -45,7 +45,7 @@ def load_model(name_or_path: str, device: torch.device) -> torch.nn.Module:
 def load_tokenizer(cfg: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg["model"]["tokenizer_name_or_path"] or cfg["model"]["name_or_path"])
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model"].get("tokenizer_name_or_path") or cfg["model"]["name_or_path"])
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -245,11 +245,16 @@ class BasicTrainer:
 
         final = self.run_dir / "final"
         tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=self.run_dir))
-        self.policy.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        try:
+            self.policy.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the model is read by the evaluate/upload steps
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         log.info("saved the trained policy to %s", final)
         return final
 
