@@ -44,6 +44,7 @@ data/dataset.json: | setup
 toy: models/tiny/config.json data/dataset.json  ## build the tiny model and the toy dataset (idempotent)
 
 demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (SQLite, no Docker, no GPU)
+	mkdir -p $(AIRFLOW_HOME)
 	$(AIRFLOW) db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { cat $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 	$(AIRFLOW) dags test dpo_finetune -c '$(DEMO_CONF)'
 	@echo; echo "== final metrics =="; $(PY) -m dpo_lib metrics artifacts/runs/demo

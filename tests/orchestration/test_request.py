@@ -1,6 +1,5 @@
 """Fine-tune requests: what is refused, and how a run plan scopes every path by its run."""
 
-import hashlib
 import json
 import shlex
 
@@ -103,7 +102,3 @@ def test_hydra_value_quotes_strings(value, expected):
 def test_path_safe_keeps_one_path_component():
     assert path_safe("manual__2026-01-01T00:00:00+00:00") == "manual__2026-01-01T00_00_00_00_00"
     assert "/" not in path_safe("../../etc") and path_safe("..") not in ("..", ".")
-
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
