@@ -46,6 +46,11 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR)
 
 def _explain_compose_error(exc: Exception) -> str:
     key = getattr(exc, "full_key", None)
+    cause = exc.__cause__
+    if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError") and getattr(cause, "full_key", None):
+        # An override of a key the config does not have. Hydra suggests ``+key=value``, but the
+        # schema refuses unknown keys anyway, so the useful hint is the spelling.
+        return f"{cause.full_key}: not a config key (check the spelling; configs/config.yaml lists the keys)"
     text = str(exc).split("Config search path:")[0]  # Hydra's search-path dump is noise to users
     head, _, options = text.partition("Available options in")
     lines = [line.strip() for line in head.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]

@@ -67,15 +67,27 @@ def test_composed_config_is_plain_json():
         (["exp_name=x", "foo=1"], "foo", "not a config key"),
         (["exp_name=x", "loss.foo=1"], "loss.foo", "not a config key"),
         (["exp_name=x", "+foo=1"], "foo", "was unexpected"),
-        (["exp_name=x", "loss=nope"], "loss/nope", "available 'loss' options: dpo, hinge, ipo, reference_free, sft"),
+        (
+            ["exp_name=x", "loss=nope"],
+            "loss/nope",
+            "available 'loss' options: dpo, hinge, ipo, reference_free, sft",
+        ),
         (["exp_name=a/b"], "exp_name", "is not allowed"),
         (["exp_name=.."], "exp_name", "is not allowed"),
         (["exp_name=../escape"], "exp_name", "is not allowed"),
         (["exp_name=x", "loss.beta=0"], "loss.beta", "less than or equal to the minimum of 0"),
         (["exp_name=x", "loss.label_smoothing=0.5"], "loss.label_smoothing", "maximum"),
-        (["exp_name=x", "max_prompt_length=128"], "max_prompt_length", "must be smaller than max_length (128)"),
+        (
+            ["exp_name=x", "max_prompt_length=128"],
+            "max_prompt_length",
+            "must be smaller than max_length (128)",
+        ),
         (["exp_name=x", "max_length=64"], "max_prompt_length", "must be smaller than max_length (64)"),
-        (["exp_name=x", "trainer.device=tpu"], "trainer.device", "'tpu' is not one of ['auto', 'cpu', 'cuda']"),
+        (
+            ["exp_name=x", "trainer.device=tpu"],
+            "trainer.device",
+            "'tpu' is not one of ['auto', 'cpu', 'cuda']",
+        ),
         (["exp_name=x", "max_steps=0"], "max_steps", "less than the minimum of 1"),
         (["exp_name=x", "truncation_mode=middle"], "truncation_mode", "is not one of"),
     ],
@@ -90,7 +102,9 @@ def test_config_errors_name_the_key_and_the_reason(overrides, key, reason):
     assert "Config search path" not in message
 
 
-@pytest.mark.parametrize("key", ["max_length", "log_every", "seed", "gradient_accumulation_steps", "eval_batch_size"])
+@pytest.mark.parametrize(
+    "key", ["max_length", "log_every", "seed", "gradient_accumulation_steps", "eval_batch_size"]
+)
 def test_deleting_a_key_the_trainer_reads_is_a_config_error(key):
     # the trainer indexes these directly: without them it would fail only after loading the model
     with pytest.raises(ConfigError, match=f"'{key}' is a required property"):

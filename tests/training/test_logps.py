@@ -91,7 +91,11 @@ class FixedLogits(torch.nn.Module):
 
 def test_concatenated_logps_splits_rows_into_chosen_then_rejected():
     logits, labels = random_batch()
-    batch = {"input_ids": torch.zeros_like(labels), "attention_mask": torch.ones_like(labels), "labels": labels}
+    batch = {
+        "input_ids": torch.zeros_like(labels),
+        "attention_mask": torch.ones_like(labels),
+        "labels": labels,
+    }
     out = concatenated_logps(FixedLogits(logits), batch)
     sums, counts = reference_logps(logits, labels)
     assert out.chosen.tolist() == pytest.approx(sums[:2], abs=1e-4)

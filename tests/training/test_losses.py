@@ -144,7 +144,10 @@ def test_dpo_gradient_pushes_chosen_up_and_rejected_down(logps):
         ),
         ({"name": "ipo", "beta": 0.2}, [(3 - 2.5) ** 2, (-3 - 2.5) ** 2]),
         ({"name": "hinge", "beta": 0.1}, [0.7, 1.3]),
-        ({"name": "reference_free", "beta": 0.1}, [math.log(1 + math.exp(-0.4)), math.log(1 + math.exp(0.5))]),
+        (
+            {"name": "reference_free", "beta": 0.1},
+            [math.log(1 + math.exp(-0.4)), math.log(1 + math.exp(0.5))],
+        ),
         ({"name": "sft"}, [10.0 / 5, 20.0 / 8]),
     ],
     ids=["dpo", "cdpo", "ipo", "hinge", "reference_free", "sft"],

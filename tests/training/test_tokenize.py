@@ -174,7 +174,9 @@ CONVERSATION = PreferencePair(
 
 def test_conversational_pair_is_rendered_through_the_chat_template_with_prompt_as_prefix(tiny_tokenizer):
     prompt, chosen, rejected = render_pair(CONVERSATION, tiny_tokenizer)
-    full_chosen = tiny_tokenizer.apply_chat_template(CONVERSATION.prompt + CONVERSATION.chosen, tokenize=False)
+    full_chosen = tiny_tokenizer.apply_chat_template(
+        CONVERSATION.prompt + CONVERSATION.chosen, tokenize=False
+    )
     assert prompt == tiny_tokenizer.apply_chat_template(
         CONVERSATION.prompt, tokenize=False, add_generation_prompt=True
     )

@@ -1,0 +1,124 @@
+"""Conversational records: lists of ``{"role", "content"}`` messages.
+
+Two shapes are accepted, both as TRL reads them:
+
+* explicit prompt: ``{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}``;
+* implicit prompt: ``{"chosen": [msgs], "rejected": [msgs]}``, two full conversations whose
+  shared leading messages are the prompt; they must diverge at an assistant message, since a
+  pair answering different user turns compares answers to different questions.
+
+Messages are normalised to exactly ``{"role", "content"}`` so later stages (chat templates,
+hashing for duplicates) see one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dpo_lib.data.fields import check_different, check_text, json_type
+from dpo_lib.data.issues import Issue
+from dpo_lib.data.pair import Message, PreferencePair
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_ROLE_LIST = ", ".join(sorted(ROLES))
+
+
+def parse_messages(record: Mapping[str, Any], field: str, location: str, problems: list[Issue]) -> list[Message] | None:
+    """Return the normalised message list in ``record[field]``, or append its problems."""
+    if field not in record:
+        problems.append(Issue(location, field, "required field is missing"))
+        return None
+    value = record[field]
+    if not isinstance(value, list):
+        problems.append(
+            Issue(location, field, f"must be a list of {{role, content}} messages, found {json_type(value)}")
+        )
+        return None
+    if not value:
+        problems.append(Issue(location, field, "must be a non-empty list of messages"))
+        return None
+    before = len(problems)
+    messages: list[Message] = []
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            problems.append(
+                Issue(location, where, f"must be an object with 'role' and 'content', found {json_type(message)}")
+            )
+            continue
+        role = message.get("role")
+        if "role" not in message:
+            problems.append(Issue(location, f"{where}.role", "required field is missing"))
+        elif not isinstance(role, str) or role not in ROLES:
+            shown = repr(role)[:40] if isinstance(role, str) else json_type(role)
+            problems.append(Issue(location, f"{where}.role", f"must be one of {_ROLE_LIST}, found {shown}"))
+        content = message.get("content")
+        if "content" not in message:
+            problems.append(Issue(location, f"{where}.content", "required field is missing"))
+        elif not isinstance(content, str):
+            problems.append(Issue(location, f"{where}.content", f"must be a string, found {json_type(content)}"))
+        else:
+            check_text(content, location, f"{where}.content", problems)
+        if len(problems) == before:
+            messages.append({"role": role, "content": content})
+    return messages if len(problems) == before else None
+
+
+def shared_prefix_length(chosen: list[Message], rejected: list[Message]) -> int:
+    """How many leading messages the two conversations have in common."""
+    length = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def parse_conversational_record(
+    record: Mapping[str, Any], location: str, problems: list[Issue]
+) -> PreferencePair | None:
+    """Turn a conversational record (either shape) into a PreferencePair, or append its problems."""
+    explicit = "prompt" in record
+    prompt = parse_messages(record, "prompt", location, problems) if explicit else None
+    chosen = parse_messages(record, "chosen", location, problems)
+    rejected = parse_messages(record, "rejected", location, problems)
+    if chosen is None or rejected is None or (explicit and prompt is None):
+        return None
+    if not check_different(chosen, rejected, location, problems):
+        return None
+    if prompt is not None:
+        return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
+    return _split_implicit(chosen, rejected, location, problems)
+
+
+def _split_implicit(
+    chosen: list[Message], rejected: list[Message], location: str, problems: list[Issue]
+) -> PreferencePair | None:
+    before = len(problems)
+    shared = shared_prefix_length(chosen, rejected)
+    if shared == 0:
+        problems.append(
+            Issue(
+                location,
+                "rejected",
+                "shares no leading messages with 'chosen', so there is no prompt "
+                "(without a 'prompt' field the shared start of both conversations is the prompt)",
+            )
+        )
+        return None
+    for name, messages in (("chosen", chosen), ("rejected", rejected)):
+        if len(messages) == shared:
+            problems.append(Issue(location, name, "has no reply after the messages shared with the other side"))
+        elif messages[shared]["role"] != "assistant":
+            problems.append(
+                Issue(
+                    location,
+                    f"{name}[{shared}]",
+                    f"the conversations diverge at a '{messages[shared]['role']}' message; "
+                    "only the final assistant reply may differ",
+                )
+            )
+    if len(problems) > before:
+        return None
+    return PreferencePair(prompt=chosen[:shared], chosen=chosen[shared:], rejected=rejected[shared:])

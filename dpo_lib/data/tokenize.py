@@ -1,0 +1,107 @@
+"""Tokenization and collation of preference pairs for DPO.
+
+Each pair becomes prompt + chosen and prompt + rejected. Labels copy the input
+ids on completion tokens and are ``IGNORE_INDEX`` on prompt and padding tokens,
+so only the completions count in the log-probabilities and the loss.
+
+Truncation (``truncation_mode``), applied only when prompt + the longer
+completion exceeds ``max_length`` tokens:
+
+1. the prompt is cut to ``max_prompt_length`` tokens, keeping its end
+   (``keep_end``: the turn being answered stays) or its start (``keep_start``);
+2. each completion is then cut to ``max_length - len(prompt)`` tokens, keeping its start.
+
+The completion always ends with the EOS token unless step 2 cut it off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dpo_lib.data.pair import PreferencePair
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        """Real tokens of both sequences, prompts included (the throughput unit)."""
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+def render_pair(pair: PreferencePair, tokenizer: Any) -> tuple[str, str, str]:
+    """Text of prompt, chosen and rejected; messages go through the tokenizer's chat template."""
+    if not pair.is_conversational:
+        return pair.prompt, pair.chosen, pair.rejected
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("conversational data needs a tokenizer with a chat template")
+    prompt = tokenizer.apply_chat_template(pair.prompt, tokenize=False, add_generation_prompt=True)
+    completions = []
+    for reply in (pair.chosen, pair.rejected):
+        full = tokenizer.apply_chat_template(pair.prompt + reply, tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+        completions.append(full[len(prompt) :])
+    return prompt, completions[0], completions[1]
+
+
+def tokenize_pair(
+    pair: PreferencePair,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    truncation_mode: str = "keep_end",
+) -> TokenizedPair:
+    prompt, chosen, rejected = render_pair(pair, tokenizer)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and not pair.is_conversational:
+        prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    eos = [] if pair.is_conversational else [tokenizer.eos_token_id]  # chat templates close turns themselves
+    chosen_ids = tokenizer(chosen, add_special_tokens=False)["input_ids"] + eos
+    rejected_ids = tokenizer(rejected, add_special_tokens=False)["input_ids"] + eos
+
+    if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
+        if truncation_mode == "keep_end":
+            prompt_ids = prompt_ids[-max_prompt_length:]
+        elif truncation_mode == "keep_start":
+            prompt_ids = prompt_ids[:max_prompt_length]
+        else:
+            raise ValueError(f"truncation_mode must be keep_end or keep_start, not {truncation_mode!r}")
+        room = max_length - len(prompt_ids)
+        chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
+
+
+def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, Any]:
+    """Right-padded tensors for one forward over ``[chosen_1..chosen_B, rejected_1..rejected_B]``.
+
+    Returns ``input_ids``, ``attention_mask`` and ``labels`` of shape ``(2B, T)`` and
+    ``num_tokens`` (real tokens in the batch).
+    """
+    import torch
+
+    rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+    prompt_lens = [len(p.prompt_ids) for p in pairs] * 2
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (row, prompt_len) in enumerate(zip(rows, prompt_lens)):
+        ids = torch.tensor(row, dtype=torch.long)
+        input_ids[i, : len(row)] = ids
+        attention_mask[i, : len(row)] = 1
+        labels[i, prompt_len : len(row)] = ids[prompt_len:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "num_tokens": int(attention_mask.sum()),
+    }
