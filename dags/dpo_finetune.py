@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from dpo_lib.orchestration.request import DEFAULT_REQUEST, RequestError, request_schema
+from dpo_lib.orchestration.runners import command_task
 from dpo_lib.orchestration.settings import Settings
 
 DAG_ID = "dpo_finetune"
@@ -22,8 +22,7 @@ SETTINGS = Settings.from_env()
 
 
 def _param(name: str) -> Param:
-    spec = {k: v for k, v in SCHEMA["properties"][name].items()}
-    return Param(DEFAULT_REQUEST[name], **spec)
+    return Param(DEFAULT_REQUEST[name], **SCHEMA["properties"][name])
 
 
 with DAG(
@@ -61,19 +60,6 @@ with DAG(
 
     plan = validate()
     staged = stage_dataset(plan)
-    # The runner: a subprocess on this worker (the docker runner reuses the same command line).
-    train = BashOperator(
-        task_id="train",
-        bash_command="{{ ti.xcom_pull(task_ids='validate')['train_command'] }}",
-        cwd=str(SETTINGS.workdir),
-        retries=2,
-        retry_delay=timedelta(seconds=30),
-    )
-    evaluate = BashOperator(
-        task_id="evaluate",
-        bash_command="{{ ti.xcom_pull(task_ids='validate')['evaluate_command'] }}",
-        cwd=str(SETTINGS.workdir),
-        retries=1,
-        retry_delay=timedelta(seconds=10),
-    )
+    train = command_task("train", "train_command", SETTINGS, retries=2, retry_delay=timedelta(seconds=30))
+    evaluate = command_task("evaluate", "evaluate_command", SETTINGS, retries=1, retry_delay=timedelta(seconds=10))
     staged >> train >> evaluate >> cleanup(plan).as_teardown(setups=staged)

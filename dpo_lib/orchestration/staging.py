@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def stage_dataset(plan: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "format": report.format,
             "record_count": report.record_count,
             "warning_count": report.warning_count,
-            "staged_at": datetime.now(timezone.utc).isoformat(),
+            "staged_at": datetime.now(UTC).isoformat(),
             "run_id": plan["run_id"],
         }
         atomic_write_json(staging_dir / MANIFEST, manifest)
