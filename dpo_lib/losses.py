@@ -38,7 +38,7 @@ def dpo_loss(
 ) -> LossOutput:
     """Sigmoid DPO, with label smoothing ε giving conservative DPO (cDPO):
 
-        L = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
+    L = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
     """
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
@@ -54,7 +54,7 @@ def ipo_loss(
 ) -> LossOutput:
     """IPO on summed log-probs (no length normalisation):
 
-        L = (h − 1/(2β))²
+    L = (h − 1/(2β))²
     """
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     losses = (h - 1 / (2 * beta)) ** 2
@@ -70,7 +70,7 @@ def hinge_loss(
 ) -> LossOutput:
     """Hinge on the scaled margin:
 
-        L = max(0, 1 − β·h)
+    L = max(0, 1 − β·h)
     """
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     losses = torch.relu(1 - beta * h)
@@ -82,7 +82,7 @@ def reference_free_loss(
 ) -> LossOutput:
     """Sigmoid DPO against a uniform reference (ref_c = ref_r = 0), so h = π_c − π_r:
 
-        L = −(1 − ε)·log σ(β·(π_c − π_r)) − ε·log σ(−β·(π_c − π_r))
+    L = −(1 − ε)·log σ(β·(π_c − π_r)) − ε·log σ(−β·(π_c − π_r))
     """
     zero = torch.zeros_like(policy_chosen)
     return dpo_loss(policy_chosen, policy_rejected, zero, zero, beta, label_smoothing)
@@ -116,14 +116,21 @@ def compute_loss(
     name = loss_cfg["name"]
     if name == "dpo":
         return dpo_loss(
-            policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_cfg["beta"], loss_cfg.get("label_smoothing", 0.0)
+            policy_chosen,
+            policy_rejected,
+            ref_chosen,
+            ref_rejected,
+            loss_cfg["beta"],
+            loss_cfg.get("label_smoothing", 0.0),
         )
     if name == "ipo":
         return ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_cfg["beta"])
     if name == "hinge":
         return hinge_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_cfg["beta"])
     if name == "reference_free":
-        return reference_free_loss(policy_chosen, policy_rejected, loss_cfg["beta"], loss_cfg.get("label_smoothing", 0.0))
+        return reference_free_loss(
+            policy_chosen, policy_rejected, loss_cfg["beta"], loss_cfg.get("label_smoothing", 0.0)
+        )
     if name == "sft":
         return sft_loss(policy_chosen, chosen_tokens)
     raise ValueError(f"unknown loss {name!r}")

@@ -79,9 +79,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def storage_emulator(
-    bucket: str = DEFAULT_BUCKET, host: str = "127.0.0.1", attempts: int = 3
-) -> Iterator[Emulator]:
+def storage_emulator(bucket: str = DEFAULT_BUCKET, host: str = "127.0.0.1", attempts: int = 3) -> Iterator[Emulator]:
     """Run an in-memory emulator with ``bucket`` on a free loopback port until the block exits."""
     last_error = ""
     for _ in range(attempts):

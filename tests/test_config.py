@@ -102,9 +102,7 @@ def test_config_errors_name_the_key_and_the_reason(overrides, key, reason):
     assert "Config search path" not in message
 
 
-@pytest.mark.parametrize(
-    "key", ["max_length", "log_every", "seed", "gradient_accumulation_steps", "eval_batch_size"]
-)
+@pytest.mark.parametrize("key", ["max_length", "log_every", "seed", "gradient_accumulation_steps", "eval_batch_size"])
 def test_deleting_a_key_the_trainer_reads_is_a_config_error(key):
     # the trainer indexes these directly: without them it would fail only after loading the model
     with pytest.raises(ConfigError, match=f"'{key}' is a required property"):

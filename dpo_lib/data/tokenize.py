@@ -94,7 +94,7 @@ def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, An
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (row, prompt_len) in enumerate(zip(rows, prompt_lens)):
+    for i, (row, prompt_len) in enumerate(zip(rows, prompt_lens, strict=True)):
         ids = torch.tensor(row, dtype=torch.long)
         input_ids[i, : len(row)] = ids
         attention_mask[i, : len(row)] = 1

@@ -40,6 +40,4 @@ def get_storage(uri: str, *, local_root: str | Path | None = None) -> StorageInt
         from dpo_lib.storage.firebase import FirebaseStorage
 
         return FirebaseStorage(parsed.bucket)
-    raise InvalidURI(
-        uri, f"no backend for scheme {parsed.scheme!r}; supported: {', '.join(SUPPORTED_SCHEMES)}"
-    )
+    raise InvalidURI(uri, f"no backend for scheme {parsed.scheme!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")

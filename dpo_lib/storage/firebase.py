@@ -76,9 +76,7 @@ class FirebaseStorage(StorageInterface):
         self.bucket_name = parsed.bucket
         self.timeout = timeout if timeout is not None else _env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
         self.retry_deadline = (
-            retry_deadline
-            if retry_deadline is not None
-            else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S)
+            retry_deadline if retry_deadline is not None else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S)
         )
         self._lock = threading.Lock()
         self._app: Any = None
@@ -179,9 +177,7 @@ class FirebaseStorage(StorageInterface):
         if info.size != local.size:
             problem = f"size mismatch: uploaded {local.size} bytes, bucket reports {info.size}"
         elif info.md5 is not None and info.md5 != local.md5:
-            problem = (
-                f"md5 mismatch: local {local.md5}, bucket reports {info.md5} (file changed during upload?)"
-            )
+            problem = f"md5 mismatch: local {local.md5}, bucket reports {info.md5} (file changed during upload?)"
         if problem:
             with gcs_errors(uri, self.endpoint):  # remove exactly the bad generation, not a newer one
                 blob.delete(if_generation_match=blob.generation, timeout=self.timeout, retry=self._retry)
@@ -195,9 +191,7 @@ class FirebaseStorage(StorageInterface):
         blob = self._get_blob(uri)
         expected = _info(uri, blob)
         with gcs_errors(uri, self.endpoint), atomic_destination(dest) as (fh, tmp):
-            blob.download_to_file(
-                fh, if_generation_match=blob.generation, timeout=self.timeout, retry=self._retry
-            )
+            blob.download_to_file(fh, if_generation_match=blob.generation, timeout=self.timeout, retry=self._retry)
             fh.flush()
             got = digest_file(tmp)
             _verify_download(uri, expected, got.size, got.md5, tmp)

@@ -44,9 +44,7 @@ class LocalStorage(StorageInterface):
         """The absolute, symlink-free path ``uri`` names; AccessDenied when it leaves the root."""
         parsed = parse_uri(uri)
         if not parsed.is_local:
-            raise InvalidURI(
-                uri, f"LocalStorage handles plain paths and file:// URIs, not {parsed.scheme}://"
-            )
+            raise InvalidURI(uri, f"LocalStorage handles plain paths and file:// URIs, not {parsed.scheme}://")
         path = Path(parsed.path)
         if not path.is_absolute():
             path = self.root / path
@@ -133,6 +131,4 @@ class LocalStorage(StorageInterface):
 
 def _check_size(uri: str, expected: int, actual: int) -> None:
     if expected != actual:
-        raise StorageError(
-            uri, f"size mismatch: expected {expected} bytes, copied {actual} (changed during copy?)"
-        )
+        raise StorageError(uri, f"size mismatch: expected {expected} bytes, copied {actual} (changed during copy?)")

@@ -58,17 +58,14 @@ def parse_uri(uri: str) -> ParsedURI:
         return _parse_gs(uri, rest)
     raise InvalidURI(
         uri,
-        f"unsupported scheme {scheme!r}; supported: plain paths, "
-        + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
+        f"unsupported scheme {scheme!r}; supported: plain paths, " + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
     )
 
 
 def _parse_file(uri: str, rest: str) -> ParsedURI:
     host, slash, path = rest.partition("/")
     if host not in ("", "localhost"):
-        raise InvalidURI(
-            uri, f"file URIs must be absolute (file:///abs/path); {host!r} would be a remote host"
-        )
+        raise InvalidURI(uri, f"file URIs must be absolute (file:///abs/path); {host!r} would be a remote host")
     if not slash:
         raise InvalidURI(uri, "file URI has no path (expected file:///abs/path)")
     return ParsedURI(scheme="file", bucket="", path=unquote("/" + path))

@@ -45,7 +45,9 @@ def load_model(name_or_path: str, device: torch.device) -> torch.nn.Module:
 def load_tokenizer(cfg: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg["model"].get("tokenizer_name_or_path") or cfg["model"]["name_or_path"])
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg["model"].get("tokenizer_name_or_path") or cfg["model"]["name_or_path"]
+    )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

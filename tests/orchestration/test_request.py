@@ -63,8 +63,12 @@ def test_bad_training_overrides_are_refused_before_any_data_is_read(settings):
 
 
 def test_plans_of_two_runs_share_no_folder(settings):
-    a = plan_run({"exp_name": "e"}, dag_id="dpo_finetune", run_id="manual__2026-01-01T00:00:00+00:00", settings=settings)
-    b = plan_run({"exp_name": "e"}, dag_id="dpo_finetune", run_id="manual__2026-01-02T00:00:00+00:00", settings=settings)
+    a = plan_run(
+        {"exp_name": "e"}, dag_id="dpo_finetune", run_id="manual__2026-01-01T00:00:00+00:00", settings=settings
+    )
+    b = plan_run(
+        {"exp_name": "e"}, dag_id="dpo_finetune", run_id="manual__2026-01-02T00:00:00+00:00", settings=settings
+    )
     assert a.staging_dir != b.staging_dir and a.run_dir != b.run_dir
     assert a.staging_dir.startswith(str(settings.staging_root))
     assert a.run_dir.startswith(str(settings.artifacts_root / "e"))

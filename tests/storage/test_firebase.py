@@ -58,9 +58,7 @@ def test_list_with_prefix(storage: FirebaseStorage, gs_prefix: str, payload: Pat
     assert storage.list(f"{gs_prefix}/nothing-here") == []
 
 
-def test_download_verifies_and_hashes(
-    storage: FirebaseStorage, gs_prefix: str, payload: Path, tmp_path: Path
-):
+def test_download_verifies_and_hashes(storage: FirebaseStorage, gs_prefix: str, payload: Path, tmp_path: Path):
     uri = f"{gs_prefix}/train.jsonl"
     storage.upload(payload, uri)
     dest = tmp_path / "dl" / "nested" / "train.jsonl"

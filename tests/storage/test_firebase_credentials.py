@@ -77,9 +77,7 @@ def test_credentials_json_env(clean_env: pytest.MonkeyPatch, service_account: di
         ),
     ],
 )
-def test_bad_credentials_json_is_reported_without_content(
-    clean_env: pytest.MonkeyPatch, raw: str, reason: str
-):
+def test_bad_credentials_json_is_reported_without_content(clean_env: pytest.MonkeyPatch, raw: str, reason: str):
     clean_env.setenv("FIREBASE_CREDENTIALS_JSON", raw)
     with pytest.raises(AccessDenied, match=reason) as err:
         resolve_credential(URI)

@@ -92,9 +92,7 @@ def test_list_is_recursive_sorted_and_directory_scoped(storage: LocalStorage, ro
     for rel in ("data/b.jsonl", "data/a.jsonl", "data/sub/c.jsonl", "data2/d.jsonl", "other.txt"):
         storage.upload(src_file, rel)
     (root / "data" / f".a.jsonl.0123abcd{TEMP_SUFFIX}").write_bytes(b"in progress")
-    assert storage.list("data") == [
-        str(root / p) for p in ("data/a.jsonl", "data/b.jsonl", "data/sub/c.jsonl")
-    ]
+    assert storage.list("data") == [str(root / p) for p in ("data/a.jsonl", "data/b.jsonl", "data/sub/c.jsonl")]
     assert storage.list("data/") == storage.list("data")
     assert storage.list(str(root / "data")) == storage.list("data")
     assert len(storage.list(".")) == 5

@@ -42,9 +42,7 @@ def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def compose_test_config(
-    tiny_model_dir: Path, toy_dataset: Path, run_dir: Path, *overrides: str
-) -> dict[str, Any]:
+def compose_test_config(tiny_model_dir: Path, toy_dataset: Path, run_dir: Path, *overrides: str) -> dict[str, Any]:
     """The real config path, pointed at the tiny model and toy data, small and quiet by default.
 
     Later overrides win, so a test can change any of the defaults below.
@@ -84,8 +82,6 @@ def trained_run(tiny_model_dir: Path, toy_dataset: Path, tmp_path_factory: pytes
     from dpo_lib.training.runner import train
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    cfg = compose_test_config(
-        tiny_model_dir, toy_dataset, run_dir, "max_steps=30", "log_every=5", "eval_every=30"
-    )
+    cfg = compose_test_config(tiny_model_dir, toy_dataset, run_dir, "max_steps=30", "log_every=5", "eval_every=30")
     train(cfg)
     return run_dir

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dpo_lib.cli import main
 from tests.training.conftest import N_TOY_PAIRS
 
@@ -26,8 +28,17 @@ EVAL_METRICS = {
 
 
 def test_evaluate_writes_policy_and_reference_metrics_and_prints_them_last(trained_run: Path, tmp_path: Path):
-    run_dir = tmp_path / "moved-run"  # a copy somewhere else: the shared run stays as it was
+    # Evaluate a copy somewhere else (the shared run stays as it was), whose dataset came from a
+    # remote URI that training staged under run_dir/datasets/: the moved run must use its own
+    # staged copy, not the run_dir recorded in config.json (which would mean downloading again).
+    run_dir = tmp_path / "moved-run"
     shutil.copytree(trained_run, run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    staged = run_dir / "datasets" / "toy" / "prefs.json"
+    staged.parent.mkdir(parents=True)
+    shutil.copy(cfg["datasets"]["toy"]["uri"], staged)
+    cfg["datasets"]["toy"]["uri"] = "gs://dpo-tests-no-such-bucket/prefs.json"
+    (run_dir / "config.json").write_text(json.dumps(cfg))
     proc = subprocess.run(
         [sys.executable, "-m", "dpo_lib", "evaluate", "--run-dir", str(run_dir)],
         cwd=REPO_ROOT,
@@ -47,7 +58,7 @@ def test_evaluate_writes_policy_and_reference_metrics_and_prints_them_last(train
     assert EVAL_METRICS == set(reference)
     # the reference against itself: zero rewards and the loss at log 2
     assert reference["rewards/chosen"] == reference["rewards/rejected"] == 0
-    assert reference["loss"] == math.log(2) or abs(reference["loss"] - math.log(2)) < 1e-6
+    assert reference["loss"] == pytest.approx(math.log(2), abs=1e-6)
     # the trained policy beats it on held-out pairs
     assert evaluation["rewards/accuracies"] >= 0.9
     assert evaluation["loss"] < reference["loss"]

@@ -64,9 +64,7 @@ def test_checkpoint_then_resume_equals_an_uninterrupted_run(make_config, uninter
     assert any(not torch.equal(first_half[k], v) for k, v in final_weights(run_b).items())
 
 
-def test_resume_skips_a_checkpoint_cut_off_before_its_complete_marker(
-    make_config, uninterrupted_run, tmp_path, caplog
-):
+def test_resume_skips_a_checkpoint_cut_off_before_its_complete_marker(make_config, uninterrupted_run, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     run_b = tmp_path / "B"
     train(make_config("max_steps=10", *RESUME_SETTINGS[:2], "checkpoint_every=5", run_dir=run_b))
@@ -139,9 +137,7 @@ def take_step(model, optimizer, scheduler) -> None:
 def test_save_then_load_restores_model_optimizer_scheduler_and_rng(small_training_state, tmp_path):
     model, optimizer, scheduler = small_training_state
     take_step(model, optimizer, scheduler)
-    path = checkpoint.save_checkpoint(
-        tmp_path, 1, model, optimizer, scheduler, {"data": {"micro_batch": 1}}, keep=2
-    )
+    path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {"data": {"micro_batch": 1}}, keep=2)
     expected_weights = {k: v.clone() for k, v in model.state_dict().items()}
     expected_draw = torch.rand(3)  # the RNG right after the save
 
@@ -203,3 +199,10 @@ def test_saving_a_step_again_replaces_it(small_training_state, tmp_path):
     path = checkpoint.save_checkpoint(tmp_path, 4, model, optimizer, scheduler, {"attempt": 2}, keep=2)
     assert json.loads((path / "trainer_state.json").read_text())["attempt"] == 2
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-4"]
+
+
+def test_checkpoint_directory_is_readable_by_other_users(small_training_state, tmp_path):
+    # assembled in a mkdtemp directory (0700); a retry running as another user must read it
+    model, optimizer, scheduler = small_training_state
+    path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {}, keep=1)
+    assert path.stat().st_mode & 0o055 == 0o055

@@ -174,12 +174,8 @@ CONVERSATION = PreferencePair(
 
 def test_conversational_pair_is_rendered_through_the_chat_template_with_prompt_as_prefix(tiny_tokenizer):
     prompt, chosen, rejected = render_pair(CONVERSATION, tiny_tokenizer)
-    full_chosen = tiny_tokenizer.apply_chat_template(
-        CONVERSATION.prompt + CONVERSATION.chosen, tokenize=False
-    )
-    assert prompt == tiny_tokenizer.apply_chat_template(
-        CONVERSATION.prompt, tokenize=False, add_generation_prompt=True
-    )
+    full_chosen = tiny_tokenizer.apply_chat_template(CONVERSATION.prompt + CONVERSATION.chosen, tokenize=False)
+    assert prompt == tiny_tokenizer.apply_chat_template(CONVERSATION.prompt, tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|assistant|>\n")  # the generation prompt opens the assistant turn
     assert prompt + chosen == full_chosen
     assert chosen == "The lamp is helpful and clear.<|eos|>\n"

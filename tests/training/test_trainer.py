@@ -58,9 +58,7 @@ def test_in_training_evaluation_writes_held_out_metrics(trained_run: Path):
     assert eval_metrics["loss"] < math.log(2)
 
 
-def test_final_policy_loads_with_from_pretrained_and_differs_from_the_start(
-    trained_run: Path, tiny_model_dir
-):
+def test_final_policy_loads_with_from_pretrained_and_differs_from_the_start(trained_run: Path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = trained_run / "final"
