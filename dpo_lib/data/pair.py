@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
-Text = Union[str, list[Message]]
+Text = str | list[Message]
 
 
 @dataclass(frozen=True)
