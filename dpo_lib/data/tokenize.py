@@ -80,21 +80,27 @@ def tokenize_pair(
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
 
 
+def _sequences(pairs: list[TokenizedPair]) -> list[tuple[list[int], int]]:
+    """``(token ids, prompt length)`` of ``[chosen_1..chosen_B, rejected_1..rejected_B]``."""
+    chosen = [(p.prompt_ids + p.chosen_ids, len(p.prompt_ids)) for p in pairs]
+    rejected = [(p.prompt_ids + p.rejected_ids, len(p.prompt_ids)) for p in pairs]
+    return chosen + rejected
+
+
 def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, Any]:
     """Right-padded tensors for one forward over ``[chosen_1..chosen_B, rejected_1..rejected_B]``.
 
-    Returns ``input_ids``, ``attention_mask`` and ``labels`` of shape ``(2B, T)`` and
-    ``num_tokens`` (real tokens in the batch).
+    Returns ``input_ids``, ``attention_mask``, ``labels`` and ``sequence_ids`` (the row of
+    each token) of shape ``(2B, T)``, ``num_sequences`` (2B) and ``num_tokens`` (real tokens).
     """
     import torch
 
-    rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
-    prompt_lens = [len(p.prompt_ids) for p in pairs] * 2
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (row, prompt_len) in enumerate(zip(rows, prompt_lens, strict=True)):
+    sequences = _sequences(pairs)
+    width = max(len(ids) for ids, _ in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (row, prompt_len) in enumerate(sequences):
         ids = torch.tensor(row, dtype=torch.long)
         input_ids[i, : len(row)] = ids
         attention_mask[i, : len(row)] = 1
@@ -103,5 +109,44 @@ def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, An
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": labels,
+        "sequence_ids": torch.arange(len(sequences)).unsqueeze(1).expand(-1, width),
+        "num_sequences": len(sequences),
         "num_tokens": int(attention_mask.sum()),
+    }
+
+
+def pack_pairs(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of: int = 64) -> dict[str, Any]:
+    """All 2B sequences back to back in one row: no padding between them, so no wasted compute.
+
+    ``position_ids`` restart at 0 for each sequence; that is how the model's attention keeps
+    sequences from seeing each other (Hugging Face models build a block-diagonal causal mask
+    from it when no attention mask is passed). The row is padded at the end to a multiple of
+    ``pad_to_multiple_of`` so compiled kernels see few distinct shapes.
+    """
+    import torch
+
+    sequences = _sequences(pairs)
+    total = sum(len(ids) for ids, _ in sequences)
+    width = -(-total // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((1, width), pad_token_id, dtype=torch.long)
+    labels = torch.full((1, width), IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.zeros((1, width), dtype=torch.long)
+    sequence_ids = torch.full((1, width), len(sequences), dtype=torch.long)
+    at = 0
+    for i, (row, prompt_len) in enumerate(sequences):
+        n = len(row)
+        ids = torch.tensor(row, dtype=torch.long)
+        input_ids[0, at : at + n] = ids
+        labels[0, at + prompt_len : at + n] = ids[prompt_len:]
+        position_ids[0, at : at + n] = torch.arange(n)
+        sequence_ids[0, at : at + n] = i
+        at += n
+    position_ids[0, at:] = torch.arange(width - at)  # the tail padding is one more (ignored) sequence
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "labels": labels,
+        "sequence_ids": sequence_ids,
+        "num_sequences": len(sequences),
+        "num_tokens": total,
     }

@@ -78,6 +78,10 @@ class RunPlan:
     staging_dir: str
     staged_path: str
     run_dir: str
+    # Arguments of ``python -m dpo_lib`` (the trainer image's entrypoint): each runner adds its own
+    # prefix, so the override list exists once. The *_command strings are the local runner's view.
+    train_args: list[str]
+    evaluate_args: list[str]
     train_command: str
     evaluate_command: str
 
@@ -109,7 +113,8 @@ def plan_run(conf: dict[str, Any], *, dag_id: str, run_id: str, settings: Settin
     except ConfigError as exc:
         raise RequestError(f"invalid training config: {exc}") from None
 
-    dpo = [settings.python, "-u", "-m", "dpo_lib"]
+    train_args = ["train", *overrides]
+    evaluate_args = ["evaluate", "--run-dir", str(run_dir)]
     return RunPlan(
         dag_id=dag_id,
         run_id=run_id,
@@ -117,9 +122,16 @@ def plan_run(conf: dict[str, Any], *, dag_id: str, run_id: str, settings: Settin
         staging_dir=str(staging_dir),
         staged_path=str(staged_path),
         run_dir=str(run_dir),
-        train_command=shlex.join([*dpo, "train", *overrides]),
-        evaluate_command=shlex.join([*dpo, "evaluate", "--run-dir", str(run_dir)]),
+        train_args=train_args,
+        evaluate_args=evaluate_args,
+        train_command=local_command(settings.python, train_args),
+        evaluate_command=local_command(settings.python, evaluate_args),
     )
+
+
+def local_command(python: str, args: list[str]) -> str:
+    """``python -u -m dpo_lib ARGS`` as one shell-quoted line (what the local runner executes)."""
+    return shlex.join([python, "-u", "-m", "dpo_lib", *args])
 
 
 def hydra_value(value: Any) -> str:

@@ -39,4 +39,12 @@ def stage(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def cleanup(plan: dict[str, Any]) -> None:
-    cleanup_staging(plan, Settings.from_env())
+    """The run's teardown: its staging folder, and with the docker runner any container it left."""
+    settings = Settings.from_env()
+    try:
+        if settings.runner == "docker":
+            from dpo_lib.orchestration.containers import remove_stray_containers
+
+            remove_stray_containers(plan["dag_id"], plan["run_id"], docker_url=settings.docker.url)
+    finally:
+        cleanup_staging(plan, settings)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dpo_lib.data.pair import PreferencePair
-from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, tokenize_pair
+from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, pack_pairs, tokenize_pair
 
 log = logging.getLogger(__name__)
 
@@ -66,35 +65,60 @@ def tokenize_all(pairs: list[PreferencePair], tokenizer: Any, cfg: dict[str, Any
 
 
 class PairBatches:
-    """Batch ``i`` of training is a pure function of (seed, i): each epoch is a seeded shuffle.
+    """Batch ``i`` is a pure function of (seed, i): each epoch is a seeded shuffle of the pairs.
 
-    That is what makes resuming exact: the data position of a checkpoint is just
-    the number of micro-batches consumed, and no iterator state needs saving.
+    That is what makes resuming exact: the data position of a checkpoint is just the number
+    of micro-batches consumed, and no iterator state needs saving. Under data parallelism
+    each process takes its own contiguous slice of every batch.
     """
 
-    def __init__(self, pairs: list[TokenizedPair], batch_size: int, seed: int, pad_token_id: int) -> None:
+    def __init__(
+        self,
+        pairs: list[TokenizedPair],
+        batch_size: int,
+        seed: int,
+        pad_token_id: int,
+        *,
+        packing: bool = False,
+        shuffle: bool = True,
+    ) -> None:
         if not pairs:
             raise ValueError("no training pairs")
         self.pairs = pairs
         self.batch_size = min(batch_size, len(pairs))
-        self.batches_per_epoch = len(pairs) // self.batch_size  # the ragged tail is dropped each epoch
+        self.batches_per_epoch = len(pairs) // self.batch_size  # training drops the ragged tail each epoch
+        self.batches_per_epoch_ceil = -(-len(pairs) // self.batch_size)  # evaluation keeps it
         self.seed = seed
         self.pad_token_id = pad_token_id
-        self._epoch, self._order = -1, []
+        self.packing = packing
+        self.shuffle = shuffle
+        self._epoch, self._order = -1, list(range(len(pairs)))
 
     def position(self, index: int) -> dict[str, int]:
         return {"micro_batch": index, "epoch": index // self.batches_per_epoch}
 
-    def get(self, index: int) -> dict[str, Any]:
+    def indices(self, index: int) -> list[int]:
+        """Pair indices of micro-batch ``index`` (the last, ragged one only when not shuffling)."""
+        if not self.shuffle:
+            return self._order[index * self.batch_size : (index + 1) * self.batch_size]
         epoch, within = divmod(index, self.batches_per_epoch)
         if epoch != self._epoch:
             self._order = list(range(len(self.pairs)))
             random.Random(self.seed * 1_000_003 + epoch).shuffle(self._order)
             self._epoch = epoch
-        ids = self._order[within * self.batch_size : (within + 1) * self.batch_size]
-        return collate_pairs([self.pairs[i] for i in ids], self.pad_token_id)
+        return self._order[within * self.batch_size : (within + 1) * self.batch_size]
 
+    def get(self, index: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+        import torch
 
-def eval_batches(pairs: list[TokenizedPair], batch_size: int, pad_token_id: int) -> Iterator[dict[str, Any]]:
-    for start in range(0, len(pairs), batch_size):
-        yield collate_pairs(pairs[start : start + batch_size], pad_token_id)
+        ids = self.indices(index)
+        per_rank = -(-len(ids) // world_size)
+        mine = ids[rank * per_rank : (rank + 1) * per_rank]
+        counted = bool(mine)
+        if not mine:  # a ragged evaluation batch with fewer pairs than processes: compute, don't count
+            mine = ids[:1]
+        collate = pack_pairs if self.packing else collate_pairs
+        batch = collate([self.pairs[i] for i in mine], self.pad_token_id)
+        batch["pair_indices"] = torch.tensor(mine, dtype=torch.long)
+        batch["counted"] = counted
+        return batch

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     import logging
 
-    from dpo_lib.training.metrics import update_metrics
-    from dpo_lib.training.trainer import BasicTrainer, load_model
+    from dpo_lib.training.metrics import read_metrics, update_metrics
+    from dpo_lib.training.trainer import BasicTrainer
 
     cfg = json.loads(config_path.read_text())
     # The run may have moved since training (another machine, another mount point): its
@@ -44,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: the held-out split is empty (set datasets.<name>.eval_fraction > 0)", file=sys.stderr)
         return 1
     policy_metrics = trainer.evaluate(trainer.policy)
-    reference = trainer.reference or load_model(cfg["model"]["name_or_path"], trainer.device)
+    reference = trainer.reference or trainer.build_model(cfg["model"]["name_or_path"], trainable=False)
     reference_metrics = trainer.evaluate(reference)
-    eval_metrics = {**policy_metrics, "reference": reference_metrics, "n_pairs": len(trainer.eval_pairs)}
+    step = read_metrics(run_dir).get("train", {}).get("step")
+    eval_metrics = {**policy_metrics, "reference": reference_metrics, "n_pairs": len(trainer.eval_pairs), "step": step}
     metrics = update_metrics(run_dir, eval=eval_metrics)
     logging.getLogger(__name__).info(
         "held-out (%d pairs): rewards/accuracies %.3f, loss %.4f; logps/accuracies policy %.3f vs reference %.3f",

@@ -1,8 +1,18 @@
-"""Summed log-probabilities of completions, from one forward over chosen and rejected rows."""
+"""Summed completion log-probabilities, from one forward over every sequence of a batch.
+
+A batch holds 2B sequences, ``[chosen_1..chosen_B, rejected_1..rejected_B]``, either
+right-padded in 2B rows or packed into one row (``dpo_lib.data.tokenize``). Either way
+each token carries the index of its sequence, so per-sequence sums are one
+``index_add`` and the two layouts share all the code below.
+
+The output head can run in chunks (:class:`ChunkedTokenLogps`): full-vocabulary fp32
+logits for the whole batch are never materialised, which is most of the activation
+memory of a small model with a large vocabulary.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -16,12 +26,125 @@ class PairLogps(NamedTuple):
     rejected_tokens: torch.Tensor  # (B,)
 
 
+def _matmul_dtype(tensor: torch.Tensor) -> torch.dtype:
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+class ChunkedTokenLogps(torch.autograd.Function):
+    """log p(target_n | hidden_n) = (h_n·W)[t_n] − logsumexp(h_n·W), ``chunk`` rows at a time.
+
+    Forward keeps only the log-sum-exp per row; backward recomputes each chunk's logits,
+    using d/dlogits = (onehot(t) − softmax) · grad. Rows whose target is IGNORE_INDEX give 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
+        mm_dtype = _matmul_dtype(hidden)
+        valid = targets != IGNORE_INDEX
+        safe = targets.masked_fill(~valid, 0)
+        out = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
+        w = weight.to(mm_dtype)
+        for start in range(0, hidden.shape[0], chunk):
+            end = start + chunk
+            logits = (hidden[start:end].to(mm_dtype) @ w.T).float()
+            lse[start:end] = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, safe[start:end, None]).squeeze(1)
+            out[start:end] = (picked - lse[start:end]) * valid[start:end]
+        ctx.save_for_backward(hidden, weight, safe, valid, lse)
+        ctx.chunk, ctx.mm_dtype = chunk, mm_dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):
+        hidden, weight, safe, valid, lse = ctx.saved_tensors
+        mm_dtype, chunk = ctx.mm_dtype, ctx.chunk
+        w = weight.to(mm_dtype)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        scale = grad_out * valid
+        rows = torch.arange(min(chunk, hidden.shape[0]), device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            end = start + chunk
+            h = hidden[start:end].to(mm_dtype)
+            logits = (h @ w.T).float()
+            dlogits = -torch.exp(logits - lse[start:end, None]) * scale[start:end, None]
+            n = h.shape[0]
+            dlogits[rows[:n], safe[start:end]] += scale[start:end]
+            dlogits = dlogits.to(mm_dtype)
+            grad_hidden[start:end] = (dlogits @ w).to(hidden.dtype)
+            grad_weight += (dlogits.T @ h).float()
+        return grad_hidden, grad_weight.to(weight.dtype), None, None
+
+
+def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """Per-token target log-probs for flat ``hidden`` (N, H); 0 where the target is ignored."""
+    if chunk:
+        return ChunkedTokenLogps.apply(hidden, weight, targets, chunk)
+    logits = torch.nn.functional.linear(hidden, weight)  # full (N, V) logits: the plain, memory-hungry path
+    valid = targets != IGNORE_INDEX
+    picked = logits.gather(1, targets.masked_fill(~valid, 0)[:, None]).squeeze(1).float()
+    return (picked - torch.logsumexp(logits.float(), dim=-1)) * valid
+
+
+def shift_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Position t predicts token t+1: the target of t is ``labels[t+1]`` (ignored at the end)."""
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    return targets
+
+
+class SequenceLogpModel(torch.nn.Module):
+    """A causal LM that returns summed log-probs per sequence instead of logits.
+
+    All forward work happens inside this module's ``forward``, so a wrapper such as FSDP
+    sees one root module whose parameters (embeddings, final norm, output head) it can
+    gather around the call.
+    """
+
+    def __init__(self, causal_lm: torch.nn.Module, logp_chunk_size: int | None = None) -> None:
+        super().__init__()
+        self.causal_lm = causal_lm
+        self.logp_chunk_size = logp_chunk_size
+
+    def forward(self, batch: dict[str, Any]) -> PairLogps:
+        decoder = self.causal_lm.get_decoder()
+        hidden = decoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).last_hidden_state
+        targets = shift_targets(batch["labels"])
+        weight = self.causal_lm.get_output_embeddings().weight
+        flat = token_logps(hidden.flatten(0, 1), weight, targets.flatten(), self.logp_chunk_size)
+        return sum_by_sequence(flat, targets.flatten(), batch["sequence_ids"].flatten(), batch["num_sequences"])
+
+
+def sum_by_sequence(flat_logps: torch.Tensor, flat_targets: torch.Tensor, flat_sequence_ids: torch.Tensor,
+                    num_sequences: int) -> PairLogps:  # fmt: skip
+    """Per-sequence sums of token log-probs; the first half of the sequences are the chosen ones."""
+    # A token's target belongs to the sequence of the *next* token, which is the token's own
+    # sequence wherever the target is counted (prompts, never completions, start sequences).
+    valid = flat_targets != IGNORE_INDEX
+    seq = flat_sequence_ids.masked_fill(~valid, num_sequences)  # ignored tokens go to a dropped bucket
+    sums = torch.zeros(num_sequences + 1, dtype=flat_logps.dtype, device=flat_logps.device)
+    sums = sums.index_add(0, seq, flat_logps)
+    counts = torch.zeros(num_sequences + 1, dtype=torch.long, device=seq.device).index_add(0, seq, valid.long())
+    half = num_sequences // 2
+    # Separate tensors, not views of one: FSDP hooks backward onto a module's outputs.
+    chosen, rejected = sums[:half].clone(), sums[half:num_sequences].clone()
+    return PairLogps(chosen, rejected, counts[:half].clone(), counts[half:num_sequences].clone())
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of log p(label_t | tokens_<t) over positions whose label is not IGNORE_INDEX.
+    """Sum of log p(label_t | tokens_<t) per row of padded ``logits``, and the counted tokens.
 
     Computed as ``logit[label] − logsumexp(logits)`` in fp32, which never builds a second
     full-vocabulary tensor the way ``log_softmax`` then ``gather`` would.
-    Returns the sums and the number of counted tokens, both shaped ``(rows,)``.
     """
     logits = logits[:, :-1, :]
     labels = labels[:, 1:]
@@ -32,8 +155,8 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
-def concatenated_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> PairLogps:
-    """One forward over the ``(2B, T)`` batch from ``collate_pairs``; rows ``[:B]`` are chosen."""
+def concatenated_logps(model: torch.nn.Module, batch: dict[str, Any]) -> PairLogps:
+    """Log-probs of a padded batch straight from a Hugging Face causal LM's logits (the reference path)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     logps, counts = sequence_logps(logits, batch["labels"])
     half = logps.shape[0] // 2

@@ -11,8 +11,12 @@ log = logging.getLogger(__name__)
 def build_trainer(cfg: dict[str, Any]):
     from dpo_lib.training.trainer import BasicTrainer
 
-    trainers = {"basic": BasicTrainer}
-    return trainers[cfg["trainer"]["name"]](cfg)
+    name = cfg["trainer"]["name"]
+    if name == "basic":
+        return BasicTrainer(cfg)
+    from dpo_lib.training.distributed import FSDPTrainer, TensorParallelTrainer
+
+    return {"fsdp": FSDPTrainer, "tensor_parallel": TensorParallelTrainer}[name](cfg)
 
 
 def train(cfg: dict[str, Any]) -> dict[str, float]:
@@ -23,4 +27,10 @@ def train(cfg: dict[str, Any]) -> dict[str, float]:
     log.info("experiment %s: %s trainer, loss %s, run_dir %s", cfg["exp_name"], cfg["trainer"]["name"],
              cfg["loss"]["name"], cfg["run_dir"])  # fmt: skip
     trainer.setup()
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg, indent=2))
         return 0
 
+    from dpo_lib.training.launch import needs_launch, relaunch_under_torchrun
+
+    if needs_launch(cfg):
+        return relaunch_under_torchrun(cfg, args.overrides)
     configure_logging()
     from dpo_lib.training.runner import train
 
@@ -47,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"run_dir": cfg["run_dir"], "train": metrics}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"run_dir": cfg["run_dir"], "train": metrics}))
     return 0

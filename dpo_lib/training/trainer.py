@@ -1,18 +1,24 @@
-"""BasicTrainer: DPO on one device, read top to bottom.
+"""The DPO training loop, read top to bottom; strategies (basic, FSDP, tensor parallel) override hooks.
 
-setup():  tokenizer, policy, frozen reference, data, AdamW with linear warmup,
-          then resume from the newest complete checkpoint in run_dir if there is one.
+setup():  tokenizer, policy, frozen reference (or its log-probs, computed once and cached),
+          data, AdamW with linear warmup, then resume from the newest complete checkpoint.
 train():  for each optimizer step: gradient_accumulation_steps micro-batches, each one
-          forward over [chosen; rejected] for the policy (and, without grad, the
-          reference), loss, backward; clip, step; log / evaluate / checkpoint on schedule.
-          Finally metrics.json (train part) and the policy in run_dir/final/.
+          forward over every chosen and rejected sequence for the policy (and, without
+          grad, the reference), loss, backward; clip, step; log / evaluate / checkpoint on
+          schedule. Finally metrics.json (train part) and the policy in run_dir/final/.
+
+Hooks a strategy overrides: ``init_distributed``, ``prepare_model``, ``all_reduce_sum``,
+``clip_grad_norm``, ``save_checkpoint``, ``load_checkpoint``, ``full_state_dict``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +26,14 @@ from typing import Any
 import torch
 
 from dpo_lib.config import ConfigError
+from dpo_lib.data.tokenize import TokenizedPair
 from dpo_lib.io import atomic_write_json
 from dpo_lib.losses import compute_loss, needs_reference
 from dpo_lib.training import checkpoint
-from dpo_lib.training.data import PairBatches, eval_batches, load_splits, tokenize_all
-from dpo_lib.training.logps import PairLogps, concatenated_logps
+from dpo_lib.training.data import PairBatches, load_splits, tokenize_all
+from dpo_lib.training.logps import PairLogps, SequenceLogpModel
 from dpo_lib.training.metrics import MeanTracker, pair_metrics, update_metrics
+from dpo_lib.training.reference import ReferenceLogps
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +43,17 @@ RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every",
                      "eval_batch_size", "n_eval_examples", "datasets", "trainer"}  # fmt: skip
 
 
-def load_model(name_or_path: str, device: torch.device) -> torch.nn.Module:
+def load_causal_lm(name_or_path: str, trainer_cfg: dict[str, Any], dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    return model.to(device)
+    return AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype, attn_implementation=trainer_cfg.get("attn_implementation", "sdpa")
+    )
+
+
+def load_model(name_or_path: str, device: torch.device, trainer_cfg: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A Hugging Face causal LM in fp32 on ``device`` (kept for callers that want the plain model)."""
+    return load_causal_lm(name_or_path, trainer_cfg or {}).to(device)
 
 
 def load_tokenizer(cfg: dict[str, Any]) -> Any:
@@ -62,34 +76,77 @@ def resolve_device(trainer_cfg: dict[str, Any]) -> torch.device:
     return torch.device(wanted)
 
 
-def autocast_context(trainer_cfg: dict[str, Any], device: torch.device) -> Any:
-    """bf16 autocast over fp32 master weights on GPU (precision=auto|bf16); plain fp32 otherwise."""
+def uses_bf16(trainer_cfg: dict[str, Any], device: torch.device) -> bool:
     precision = trainer_cfg.get("precision", "auto")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def warmup_then_constant(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
 
 
-class BasicTrainer:
+class Trainer:
+    """The loop. Subclasses decide how models are placed and how state is saved."""
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
+        self.trainer_cfg = cfg["trainer"]
         self.run_dir = Path(cfg["run_dir"])
         self.loss_cfg = cfg["loss"]
-        self.device = resolve_device(cfg["trainer"])
+        self.rank, self.world_size, self.dp_rank, self.dp_size = 0, 1, 0, 1
+        self.device = self.init_distributed()
+        self.bf16 = uses_bf16(self.trainer_cfg, self.device)
 
-    # ---- setup -------------------------------------------------------------------------------
-    def setup(self) -> None:
+    # ---- strategy hooks (single device) --------------------------------------------------------
+    def init_distributed(self) -> torch.device:
+        return resolve_device(self.trainer_cfg)
+
+    def prepare_model(self, model: SequenceLogpModel, *, trainable: bool) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+
+    def save_checkpoint(self, trainer_state: dict[str, Any]) -> Path:
+        return checkpoint.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler,
+                                          trainer_state, keep=self.cfg["keep_checkpoints"])  # fmt: skip
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        return checkpoint.load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The policy's full weights on the main process (None elsewhere), for ``save_pretrained``."""
+        return None  # the unwrapped model's own state dict is used
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ---- setup ---------------------------------------------------------------------------------
+    def setup(self, train_pairs: list[TokenizedPair] | None = None, eval_pairs: list[TokenizedPair] | None = None):
+        """Load everything; ``train_pairs``/``eval_pairs`` skip the datasets (the benchmark uses this)."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._check_resumable_config()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._check_resumable_config()
         torch.manual_seed(cfg["seed"])
-
-        self._load_models(cfg["model"]["name_or_path"])
-        self._load_data()
+        self.tokenizer = load_tokenizer(cfg) if train_pairs is None else None
+        self._load_data(train_pairs, eval_pairs)
+        self.policy = self.build_model(cfg["model"]["name_or_path"], trainable=True)
+        self.reference: torch.nn.Module | None = None
+        self.reference_logps: ReferenceLogps | None = None
+        if needs_reference(self.loss_cfg["name"]):
+            reference = self.build_model(cfg["model"]["name_or_path"], trainable=False)
+            if self.trainer_cfg.get("precompute_ref_logps"):
+                self.reference_logps = ReferenceLogps.compute_or_load(self, reference)
+                del reference
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                self.reference = reference
 
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=self.device.type == "cuda"
@@ -98,39 +155,58 @@ class BasicTrainer:
         self.step = 0
         latest = checkpoint.latest_checkpoint(self.run_dir)
         if latest is not None:
-            state = checkpoint.load_checkpoint(latest, self.policy, self.optimizer, self.scheduler)
+            state = self.load_checkpoint(latest)
             self.step = state["step"]
             log.info("resuming from checkpoint %s at step %d (data position %s)", latest, self.step, state["data"])
 
     def setup_for_evaluation(self, policy_path: str | Path) -> None:
         """Models and held-out data only: no optimizer, no checkpoint."""
         torch.manual_seed(self.cfg["seed"])
-        self._load_models(str(policy_path))
-        self._load_data()
-
-    def _load_models(self, policy_path: str) -> None:
         self.tokenizer = load_tokenizer(self.cfg)
-        self.policy = load_model(policy_path, self.device)
-        self.policy.train()
+        self._load_data(None, None)
+        self.policy = self.build_model(str(policy_path), trainable=False)
+        self.reference_logps = None
         self.reference = None
         if needs_reference(self.loss_cfg["name"]):
-            self.reference = load_model(self.cfg["model"]["name_or_path"], self.device).eval().requires_grad_(False)
+            self.reference = self.build_model(self.cfg["model"]["name_or_path"], trainable=False)
 
-    def _load_data(self) -> None:
+    def build_model(self, name_or_path: str, *, trainable: bool) -> torch.nn.Module:
+        # Trainable weights stay fp32 (the optimizer's master copy) under bf16 autocast; a frozen
+        # reference only runs forwards, so it is held in bf16 outright when training in bf16.
+        dtype = torch.bfloat16 if self.bf16 and not trainable else torch.float32
+        causal_lm = load_causal_lm(name_or_path, self.trainer_cfg, dtype)
+        if trainable and self.trainer_cfg.get("activation_checkpointing"):
+            causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        causal_lm.train(trainable)
+        if not trainable:
+            causal_lm.requires_grad_(False)
+        model = SequenceLogpModel(causal_lm, self.trainer_cfg.get("logp_chunk_size"))
+        model = self.prepare_model(model, trainable=trainable)
+        if self.trainer_cfg.get("compile"):
+            for layer in causal_lm.get_decoder().layers:
+                layer.compile(dynamic=True)  # regional compilation: fast to compile, works under FSDP
+        return model
+
+    def _load_data(self, train_pairs: list[TokenizedPair] | None, eval_pairs: list[TokenizedPair] | None) -> None:
         cfg = self.cfg
-        train_pairs, held_out = load_splits(cfg)
-        if cfg["n_eval_examples"]:
-            held_out = held_out[: cfg["n_eval_examples"]]
-        self.eval_pairs = tokenize_all(held_out, self.tokenizer, cfg)
-        self.batches = PairBatches(
-            tokenize_all(train_pairs, self.tokenizer, cfg), cfg["batch_size"], cfg["seed"], self.tokenizer.pad_token_id
-        )
+        if train_pairs is None:
+            train, held_out = load_splits(cfg)
+            if cfg["n_eval_examples"]:
+                held_out = held_out[: cfg["n_eval_examples"]]
+            train_pairs, eval_pairs = (
+                tokenize_all(train, self.tokenizer, cfg),
+                tokenize_all(held_out, self.tokenizer, cfg),
+            )
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else 0
+        packing = bool(self.trainer_cfg.get("packing"))
+        self.batches = PairBatches(train_pairs, cfg["batch_size"], cfg["seed"], pad_id, packing=packing)
+        self.eval_pairs = eval_pairs or []
+        self.eval_batches = PairBatches(self.eval_pairs, cfg["eval_batch_size"], cfg["seed"], pad_id,
+                                        packing=packing, shuffle=False) if self.eval_pairs else None  # fmt: skip
 
     def _check_resumable_config(self) -> None:
         saved_path = self.run_dir / "config.json"
         if saved_path.exists():
-            import json
-
             saved = json.loads(saved_path.read_text())
             changed = sorted(k for k in set(saved) | set(self.cfg) if saved.get(k) != self.cfg.get(k))
             refused = [k for k in changed if k not in RESUMABLE_CHANGES]
@@ -141,15 +217,23 @@ class BasicTrainer:
                 )
         atomic_write_json(saved_path, self.cfg)
 
-    # ---- one batch ---------------------------------------------------------------------------
-    def batch_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict, PairLogps]:
+    # ---- one batch -----------------------------------------------------------------------------
+    def autocast(self) -> Any:
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batch_loss(self, model: torch.nn.Module, batch: dict[str, Any], reference_logps: ReferenceLogps | None = None):
+        """Mean loss of one micro-batch, per-pair metric values, and the policy's log-probs."""
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with autocast_context(self.cfg["trainer"], self.device):
-            policy = concatenated_logps(model, batch)
-            ref = None
-            if self.reference is not None:
+        with self.autocast():
+            policy = model(batch)
+            ref: PairLogps | None = None
+            if reference_logps is not None:
+                ref = reference_logps.lookup(batch["pair_indices"])
+            elif self.reference is not None:
                 with torch.no_grad():
-                    ref = concatenated_logps(self.reference, batch)
+                    ref = self.reference(batch)
         out = compute_loss(
             self.loss_cfg,
             policy.chosen,
@@ -160,7 +244,7 @@ class BasicTrainer:
         )
         return out.losses.mean(), pair_metrics(out, policy), policy
 
-    # ---- training loop -----------------------------------------------------------------------
+    # ---- training loop -------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         cfg = self.cfg
         accum, max_steps = cfg["gradient_accumulation_steps"], cfg["max_steps"]
@@ -172,13 +256,12 @@ class BasicTrainer:
         while self.step < max_steps:
             started = time.perf_counter()
             for micro in range(accum):
-                batch = self.batches.get(self.step * accum + micro)
-                loss, values, _ = self.batch_loss(self.policy, batch)
+                batch = self.batches.get(self.step * accum + micro, self.dp_rank, self.dp_size)
+                loss, values, _ = self.batch_loss(self.policy, batch, self.reference_logps)
                 (loss / accum).backward()
                 window.add(values)
                 window_tokens += batch["num_tokens"]
-            max_norm = cfg["max_grad_norm"] or math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+            grad_norm = self.clip_grad_norm(cfg["max_grad_norm"] or math.inf)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
@@ -191,42 +274,43 @@ class BasicTrainer:
             step_times.append(elapsed)
 
             if self.step % cfg["log_every"] == 0 or self.step == max_steps:
-                train_metrics = {
-                    **window.means(),
-                    "grad_norm": float(grad_norm),
-                    "lr": lr,
-                    "tokens_per_s": window_tokens / max(window_time, 1e-9),
-                }
+                means = self.reduce_means(window)
+                tokens = float(self.all_reduce_sum(torch.tensor(float(window_tokens), device=self.device)))
+                train_metrics = {**means, "grad_norm": float(grad_norm), "lr": lr,
+                                 "tokens_per_s": tokens / max(window_time, 1e-9)}  # fmt: skip
                 recent = step_times[-cfg["log_every"] :]
                 eta = (max_steps - self.step) * sum(recent) / len(recent)
-                log.info(
-                    "step %d/%d loss %.4f reward_acc %.3f margin %.3f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s",
-                    self.step, max_steps, train_metrics["loss"], train_metrics["rewards/accuracies"],
-                    train_metrics["rewards/margins"], train_metrics["grad_norm"], lr,
-                    train_metrics["tokens_per_s"], _format_duration(eta),
-                )  # fmt: skip
-                update_metrics(self.run_dir, train={**train_metrics, "step": self.step})
+                if self.is_main:
+                    log.info(
+                        "step %d/%d loss %.4f reward_acc %.3f margin %.3f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s",
+                        self.step, max_steps, train_metrics["loss"], train_metrics["rewards/accuracies"],
+                        train_metrics["rewards/margins"], train_metrics["grad_norm"], lr,
+                        train_metrics["tokens_per_s"], _format_duration(eta),
+                    )  # fmt: skip
+                    update_metrics(self.run_dir, train={**train_metrics, "step": self.step})
                 window, window_tokens, window_time = MeanTracker(), 0, 0.0
 
             if cfg["eval_every"] and self.step % cfg["eval_every"] == 0 and self.eval_pairs:
                 eval_metrics = self.evaluate(self.policy)
-                log.info("eval at step %d: %s", self.step, _format_metrics(eval_metrics))
-                update_metrics(self.run_dir, eval={**eval_metrics, "step": self.step})
+                if self.is_main:
+                    log.info("eval at step %d: %s", self.step, _format_metrics(eval_metrics))
+                    update_metrics(self.run_dir, eval={**eval_metrics, "step": self.step})
 
             if cfg["checkpoint_every"] and (self.step % cfg["checkpoint_every"] == 0 or self.step == max_steps):
-                path = checkpoint.save_checkpoint(
-                    self.run_dir,
-                    self.step,
-                    self.policy,
-                    self.optimizer,
-                    self.scheduler,
-                    {"data": self.batches.position(self.step * accum)},
-                    keep=cfg["keep_checkpoints"],
-                )
-                log.info("saved checkpoint %s", path)
+                path = self.save_checkpoint({"data": self.batches.position(self.step * accum)})
+                if self.is_main:
+                    log.info("saved checkpoint %s", path)
 
         self.save_final()
         return train_metrics
+
+    def reduce_means(self, tracker: MeanTracker) -> dict[str, float]:
+        """Means over every process's pairs."""
+        names = sorted(tracker.sums)
+        totals = torch.tensor([tracker.sums[n] for n in names] + [float(tracker.count)], device=self.device)
+        totals = self.all_reduce_sum(totals)
+        count = max(float(totals[-1]), 1.0)
+        return {name: float(totals[i]) / count for i, name in enumerate(names)}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -234,31 +318,38 @@ class BasicTrainer:
         was_training = model.training
         model.eval()
         tracker = MeanTracker()
-        for batch in eval_batches(self.eval_pairs, self.cfg["eval_batch_size"], self.tokenizer.pad_token_id):
-            _, values, policy = self.batch_loss(model, batch)
-            tracker.add({**values, "logps/accuracies": (policy.chosen > policy.rejected).float()})
+        for index in range(self.eval_batches.batches_per_epoch_ceil):
+            batch = self.eval_batches.get(index, self.dp_rank, self.dp_size)
+            _, values, policy = self.batch_loss(model, batch, self.reference_logps and self.reference_logps.eval)
+            if batch["counted"]:
+                tracker.add({**values, "logps/accuracies": (policy.chosen > policy.rejected).float()})
         model.train(was_training)
-        return tracker.means()
+        return self.reduce_means(tracker)
 
     def save_final(self) -> Path:
         """The trained policy in Hugging Face format, loadable with ``from_pretrained``."""
-        import shutil
-        import tempfile
-
         final = self.run_dir / "final"
+        state_dict = self.full_state_dict()
+        if not self.is_main:
+            return final
+        causal_lm = self.policy.causal_lm if hasattr(self.policy, "causal_lm") else self.policy
         tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=self.run_dir))
         try:
-            self.policy.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it private; the model is read by the evaluate/upload steps
+            causal_lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; evaluate or an upload may run as another user
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-        except BaseException:
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("saved the trained policy to %s", final)
         return final
+
+
+class BasicTrainer(Trainer):
+    """One process, one device."""
 
 
 def _format_duration(seconds: float) -> str:

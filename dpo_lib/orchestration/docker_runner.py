@@ -1,0 +1,159 @@
+"""The docker runner: train and evaluate in the trainer image, started by Airflow's DockerOperator.
+
+The container runs the same arguments the local runner gives ``python -u -m dpo_lib``
+(``RunPlan.train_args`` / ``evaluate_args``), after the image's entrypoint ``python -m dpo_lib``.
+Paths need no translation: the staging, artifacts and models folders are mounted at the
+absolute paths the Airflow worker sees (staging and models read-only, artifacts read-write)
+and the container starts in ``DPO_WORKDIR``, so every path in the plan, and the configs'
+relative ``models/<name>``, mean the same file on both sides.
+
+Imported only when a DAG builds its tasks with ``DPO_RUNNER=docker``: it loads the Docker provider.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.docker.operators.docker import DockerOperator
+from docker.errors import APIError
+from docker.types import DeviceRequest, Mount, Ulimit
+
+from dpo_lib.orchestration.containers import container_labels
+from dpo_lib.orchestration.settings import DockerSettings, Settings
+
+# NCCL (and so FSDP through torchrun) pins memory and wants a large stack; NVIDIA's own
+# PyTorch containers ask for the same limits.
+TRAINER_ULIMITS = (Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864, hard=67108864))
+
+
+class TrainerContainerOperator(DockerOperator):
+    """DockerOperator for the trainer image, with what a GPU training task adds to it.
+
+    * Labels naming the DAG, run, task and try are set when the task runs (``labels`` is
+      not a template field), so a teardown can find a container a killed task left behind.
+    * Secrets are read from the worker's environment when the task runs and passed only as
+      ``private_environment``: never templated, serialized, or shown in the UI.
+    * ``on_kill`` removes the container at once (see :meth:`on_kill`).
+    """
+
+    def __init__(self, *, secret_names: Sequence[str] = (), bind_dirs: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.secret_names = tuple(secret_names)
+        self.bind_dirs = tuple(bind_dirs)
+
+    def prepare_container(self, ti: Any, environ: Mapping[str, str] | None = None) -> None:
+        """Labels for this try, secrets from the worker's environment, and the bind-mounted folders."""
+        self.labels = container_labels(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
+        self._private_environment = secret_environment(self.secret_names, os.environ if environ is None else environ)
+        for folder in self.bind_dirs:  # a bind mount of a missing folder is refused by Docker
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def execute(self, context: Any) -> Any:
+        self.prepare_container(context["ti"])
+        self.log.info(
+            "running `python -m dpo_lib %s` in a container of %s (secrets passed: %s)",
+            " ".join(self.format_command(self.command) or []), self.image,
+            ", ".join(sorted(self._private_environment)) or "none",
+        )  # fmt: skip
+        return super().execute(context)
+
+    def on_kill(self) -> None:
+        """Remove the container now, killing the trainer.
+
+        DockerOperator's own ``on_kill`` first stops the container politely, which waits up to
+        ten seconds, but Airflow's task supervisor SIGKILLs this process five seconds after its
+        SIGTERM, so the removal would never come. Training loses nothing it cannot redo:
+        checkpoints are written atomically and a retry resumes from the newest one.
+        """
+        if self.container is None:
+            self.log.info("no container was started; nothing to remove")
+            return
+        try:
+            self.cli.remove_container(self.container["Id"], force=True)
+            self.log.info("removed container %s", self.container["Id"][:12])
+        except APIError as exc:
+            self.log.info("container %s is already gone: %s", self.container["Id"][:12], exc)
+
+
+def docker_command_task(task_id: str, args_key: str, settings: Settings, **operator_kwargs: Any) -> DockerOperator:
+    """A :class:`TrainerContainerOperator` running ``plan[args_key]`` in ``settings.docker.image``."""
+    docker = settings.docker
+    mounts, bind_dirs = trainer_mounts(settings)
+    options: dict[str, Any] = {
+        "image": docker.image,
+        # Rendered as the list's repr, which DockerOperator.format_command parses back into a list.
+        "command": "{{ ti.xcom_pull(task_ids='validate')['" + args_key + "'] }}",
+        "docker_url": docker.url,
+        "mounts": mounts,
+        "working_dir": str(settings.workdir),
+        "device_requests": device_requests(docker.gpus),
+        "shm_size": shm_bytes(docker.shm_size),
+        "ulimits": list(TRAINER_ULIMITS),
+        "user": docker.user,
+        "network_mode": docker.network_mode,
+        "environment": {"PYTHONUNBUFFERED": "1"},
+        "auto_remove": "force",
+        "mount_tmp_dir": docker.mount_tmp_dir,
+        "secret_names": docker.secrets,
+        "bind_dirs": bind_dirs,
+        # Only the last output line is pushed (xcom_all=False): the one-line JSON summary both
+        # commands end with (evaluate's is metrics.json), as with the local runner.
+        "xcom_all": False,
+    }
+    return TrainerContainerOperator(task_id=task_id, **{**options, **operator_kwargs})
+
+
+def trainer_mounts(settings: Settings) -> tuple[list[Mount], list[str]]:
+    """The staging (read-only), artifacts (read-write) and models (read-only) mounts, each at its own path.
+
+    Also returns the folders that are bind-mounted from this machine, which must exist first.
+    """
+    docker: DockerSettings = settings.docker
+    mounts, bind_dirs = [], []
+    for target, source, read_only in (
+        (settings.staging_root, docker.staging_source, True),
+        (settings.artifacts_root, docker.artifacts_source, False),
+        (settings.models_root, docker.models_source, True),
+    ):
+        source = source or str(target)
+        kind = "bind" if source.startswith("/") else "volume"
+        if kind == "bind" and source == str(target):
+            bind_dirs.append(source)
+        mounts.append(Mount(target=str(target), source=source, type=kind, read_only=read_only))
+    return mounts, bind_dirs
+
+
+def device_requests(gpus: str) -> list[DeviceRequest] | None:
+    """GPUs for the container, like ``docker run --gpus``: ``all``, a count, ``device=0,1``, or ``0``/``none``."""
+    value = gpus.strip().lower()
+    if value in ("", "0", "none"):
+        return None
+    if value == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if value.startswith("device="):
+        ids = [i.strip() for i in value.removeprefix("device=").split(",") if i.strip()]
+        return [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+    if value.isdigit():
+        return [DeviceRequest(count=int(value), capabilities=[["gpu"]])]
+    raise ValueError(f"DPO_DOCKER_GPUS={gpus!r}: use all, a count, device=ID[,ID...], or none")
+
+
+def shm_bytes(size: str) -> int:
+    """``8g`` as bytes: DockerOperator documents ``shm_size`` in bytes."""
+    from docker.utils import parse_bytes
+
+    try:
+        value = int(parse_bytes(size.strip()))
+    except Exception:  # docker raises its own errors for a malformed size
+        raise ValueError(f"DPO_DOCKER_SHM_SIZE={size!r} is not a size such as 8g or 512m") from None
+    if value <= 0:
+        raise ValueError(f"DPO_DOCKER_SHM_SIZE={size!r} must be greater than zero")
+    return value
+
+
+def secret_environment(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The named secrets that are set (and not empty) in ``environ``; nothing else."""
+    return {name: environ[name] for name in names if environ.get(name)}

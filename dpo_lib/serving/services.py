@@ -1,0 +1,398 @@
+"""Airflow's four services (api-server, scheduler, dag-processor, triggerer) as one supervised group.
+
+``make api``, ``make toy-trigger`` and the test fixtures all start Airflow through
+:func:`run_services`, so the three agree on everything that has to match between
+components: one AIRFLOW_HOME, one JWT secret, the execution API's URL for the chosen
+port, the admin's password, the ``gpu`` pool, and DAGs that are not paused at creation.
+
+Each component runs as a child process in its own process group; stopping the group
+(Ctrl-C or SIGTERM to the launcher) stops the component and everything it started,
+such as LocalExecutor workers and the trainers they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from dpo_lib.orchestration.settings import PROJECT_DIR
+from dpo_lib.serving.home import AdminCredentials, AirflowHome
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+HEALTH_PATH = "/api/v2/monitor/health"
+GPU_POOL = "gpu"
+STOP_GRACE_S = 30.0
+DEFAULT_START_TIMEOUT_S = 240.0
+
+# Local-development defaults, each overridable through its AIRFLOW__SECTION__KEY variable.
+TUNABLE_DEFAULTS = {
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    # A new DAG file shows up within seconds rather than the default five minutes.
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+    "AIRFLOW__API__EXPOSE_CONFIG": "False",
+}
+
+
+class ServicesError(RuntimeError):
+    """The services could not be started (or stopped); the message says why and where to look."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the services live and how they are reached; see :meth:`from_env` for the variables."""
+
+    home: Path
+    host: str
+    port: int
+    base_url: str
+    admin_user: str
+    admin_password: str | None
+    gpu_slots: int
+    dags_folder: Path
+    plugins_folder: Path
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceConfig:
+        env = os.environ if env is None else env
+        port = _int(env, "AIRFLOW_PORT", 8080)
+        slots = _int(env, "DPO_GPU_SLOTS", 1)
+        if slots < 1:
+            raise ServicesError(f"DPO_GPU_SLOTS must be at least 1, not {slots}")
+        return cls(
+            home=Path(env.get("AIRFLOW_HOME") or PROJECT_DIR / ".airflow").resolve(),
+            host=env.get("AIRFLOW_HOST", "127.0.0.1"),
+            port=port,
+            base_url=(env.get("AIRFLOW_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
+            admin_user=env.get("AIRFLOW_ADMIN_USER") or "admin",
+            admin_password=env.get("AIRFLOW_ADMIN_PASSWORD") or None,
+            gpu_slots=slots,
+            dags_folder=Path(env.get("AIRFLOW__CORE__DAGS_FOLDER") or PROJECT_DIR / "dags").resolve(),
+            plugins_folder=Path(env.get("AIRFLOW__CORE__PLUGINS_FOLDER") or PROJECT_DIR / "plugins").resolve(),
+            start_timeout_s=float(env.get("DPO_SERVICES_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)),
+        )
+
+    @property
+    def local_url(self) -> str:
+        """How processes on this machine reach the api-server (the execution API included)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def airflow_home(self) -> AirflowHome:
+        return AirflowHome(self.home)
+
+
+def airflow_env(config: ServiceConfig, secrets: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict:
+    """The environment every component (and ``airflow db migrate``) runs with."""
+    env = dict(os.environ if base is None else base)
+    for key, value in TUNABLE_DEFAULTS.items():
+        env.setdefault(key, value)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(config.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(config.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(config.plugins_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{config.admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(config.airflow_home.passwords_file),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
+            "AIRFLOW__API__BASE_URL": config.base_url,
+            "AIRFLOW__API__HOST": config.host,
+            "AIRFLOW__API__PORT": str(config.port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{config.local_url}/execution/",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def prepare(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> tuple[dict, AdminCredentials]:
+    """Create AIRFLOW_HOME and its secrets, migrate the database, and create the ``gpu`` pool."""
+    home = config.airflow_home
+    home.create()
+    env = airflow_env(config, home.secrets())
+    admin = home.write_admin(config.admin_user, config.admin_password)
+    if admin.generated:
+        print(
+            f"AIRFLOW_ADMIN_PASSWORD is not set: generated a password for {admin.username!r}: {admin.password}\n"
+            f"  (kept in {home.passwords_file}; set AIRFLOW_ADMIN_PASSWORD to choose one)",
+            file=out,
+            flush=True,
+        )
+    _airflow(env, ["db", "migrate"], "migrating the metadata database", out)
+    return env, admin
+
+
+def ensure_gpu_pool(config: ServiceConfig, admin: AdminCredentials) -> None:
+    """Create (or resize) the ``gpu`` pool through the REST API, as the admin."""
+    from dpo_lib.serving.client import AirflowAPI, AirflowAPIError, Credentials, fetch_token
+
+    try:
+        api = AirflowAPI(config.local_url, fetch_token(Credentials(config.local_url, admin.username, admin.password)))
+        api.ensure_pool(GPU_POOL, config.gpu_slots, "GPU slots: train tasks run in this pool (DPO_GPU_SLOTS)")
+    except AirflowAPIError as exc:
+        raise ServicesError(f"cannot create the {GPU_POOL!r} pool: {exc}") from None
+
+
+def _airflow(env: Mapping[str, str], args: list[str], what: str, out: IO[str]) -> None:
+    print(f"== {what}: airflow {' '.join(args[:3])} ...", file=out, flush=True)
+    started = time.monotonic()
+    result = subprocess.run([airflow_executable(), *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr)[-4000:]
+        raise ServicesError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    print(f"   done in {time.monotonic() - started:.1f}s", file=out, flush=True)
+
+
+def airflow_executable() -> str:
+    """The ``airflow`` script next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("airflow")
+    return str(beside) if beside.exists() else "airflow"
+
+
+class ServiceGroup:
+    """The four components as child processes, each in its own process group, output prefixed."""
+
+    def __init__(self, config: ServiceConfig, env: Mapping[str, str], out: IO[str] = sys.stdout) -> None:
+        self.config = config
+        self.env = dict(env)
+        self.out = out
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._threads: list[threading.Thread] = []
+        self._out_lock = threading.Lock()
+
+    def start(self) -> None:
+        for name in COMPONENTS:
+            args = [airflow_executable(), name]
+            if name == "api-server":
+                args += ["--host", self.config.host, "--port", str(self.config.port)]
+            proc = subprocess.Popen(
+                args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as a whole, immune to the tty's Ctrl-C
+            )
+            self.procs[name] = proc
+            thread = threading.Thread(target=self._relay, args=(name, proc), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _relay(self, name: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            with self._out_lock:
+                try:
+                    print(f"[{name}] {line}", file=self.out, flush=True)
+                except (OSError, ValueError):
+                    pass
+
+    def exited(self) -> dict[str, int]:
+        """Components that have stopped, with their exit codes."""
+        return {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM every component's process group, then SIGKILL whatever is left after ``grace_s``."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)  # also reaps grandchildren left in the group
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # start_new_session: the group id is the child's pid
+
+
+def health(url: str, timeout: float = 3.0) -> dict | None:
+    """Airflow's ``/api/v2/monitor/health`` answer, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url + HEALTH_PATH, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def unhealthy_components(answer: dict | None) -> list[str]:
+    """Which components a health answer reports as not healthy (all of them when there is none)."""
+    if answer is None:
+        return ["api-server"]
+    names = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+    return [name for name in names if (answer.get(name) or {}).get("status") != "healthy"]
+
+
+def wait_healthy(config: ServiceConfig, group: ServiceGroup | None = None, *, timeout_s: float | None = None) -> None:
+    """Block until every component reports healthy; :class:`ServicesError` if one dies or time runs out."""
+    timeout_s = config.start_timeout_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    missing = ["api-server"]
+    while time.monotonic() < deadline:
+        if group is not None and (dead := group.exited()):
+            raise ServicesError(f"{', '.join(f'{n} (exit {c})' for n, c in dead.items())} stopped while starting")
+        missing = unhealthy_components(health(config.local_url))
+        if not missing:
+            return
+        time.sleep(1.0)
+    raise ServicesError(f"not healthy after {timeout_s:.0f}s: {', '.join(missing)}")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
+    """Prepare, start and supervise the services in the foreground until SIGINT/SIGTERM.
+
+    Returns 0 after a requested stop, 1 when a component died on its own (the others are
+    then stopped too, so a half-running Airflow never lingers).
+    """
+    if port_in_use(config.host, config.port):
+        raise ServicesError(
+            f"port {config.port} is already in use"
+            + (" by an Airflow api-server" if health(config.local_url) else "")
+            + "; stop it or choose another AIRFLOW_PORT"
+        )
+    home = config.airflow_home
+    env, admin = prepare(config, out=out)
+
+    def request_stop(signum, frame):
+        raise _StopRequested()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    group = ServiceGroup(config, env, out)
+    home.ready_file.unlink(missing_ok=True)
+    home.pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        group.start()
+        wait_healthy(config, group)
+        ensure_gpu_pool(config, admin)
+        home.ready_file.write_text(f"{config.local_url}\n")
+        print(
+            f"== Airflow is up: {config.base_url} (user {admin.username!r}; AIRFLOW_HOME={config.home}). "
+            "Ctrl-C stops all services.",
+            file=out,
+            flush=True,
+        )
+        while not (dead := group.exited()):
+            time.sleep(1.0)
+        print(f"== {', '.join(f'{n} exited ({c})' for n, c in dead.items())}: stopping the others", file=out)
+        return 1
+    except _StopRequested:
+        print("== stopping Airflow's services ...", file=out, flush=True)
+        return 0
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the orderly stop
+        group.stop()
+        home.ready_file.unlink(missing_ok=True)
+        home.pidfile.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("== all services stopped", file=out, flush=True)
+
+
+def ensure_running(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> bool:
+    """Start the services in the background unless they already answer; wait until healthy.
+
+    Returns whether this call started them. The background launcher's output goes to
+    ``$AIRFLOW_HOME/dpo-services.log``; ``python -m dpo_lib services --stop`` stops it.
+    """
+    if health(config.local_url) is not None:
+        wait_healthy(config)
+        return False
+    home = config.airflow_home
+    home.create()
+    with open(home.logfile, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dpo_lib", "services"],
+            env={**os.environ, "AIRFLOW_HOME": str(config.home), "AIRFLOW_PORT": str(config.port)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    print(f"== starting Airflow in the background (pid {proc.pid}, log {home.logfile}) ...", file=out, flush=True)
+    deadline = time.monotonic() + config.start_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServicesError(f"the services exited ({proc.returncode}) while starting:\n{_tail(home.logfile)}")
+        if home.ready_file.exists():
+            print(f"== Airflow is up: {config.base_url}", file=out, flush=True)
+            return True
+        time.sleep(1.0)
+    raise ServicesError(f"the services were not healthy after {config.start_timeout_s:.0f}s:\n{_tail(home.logfile)}")
+
+
+def stop_running(config: ServiceConfig, *, timeout_s: float = STOP_GRACE_S + 15) -> bool:
+    """Stop the launcher recorded in ``$AIRFLOW_HOME/dpo-services.pid``; False when none is running."""
+    pidfile = config.airflow_home.pidfile
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    raise ServicesError(f"the launcher (pid {pid}) did not stop within {timeout_s:.0f}s")
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ServicesError(f"{name} must be an integer, not {raw!r}") from None

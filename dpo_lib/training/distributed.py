@@ -1,0 +1,188 @@
+"""Multi-process strategies: FSDP2 (data parallel, sharded) and tensor parallel (DTensor plans).
+
+Both run one process per device under torchrun (``python -m dpo_lib train trainer=fsdp``
+starts torchrun itself, see ``launch.py``), NCCL on GPUs and gloo on CPUs, and save
+sharded checkpoints with ``torch.distributed.checkpoint`` in the same ``step-N``
+layout and with the same atomic commit as the single-device trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+
+from dpo_lib.config import ConfigError
+from dpo_lib.training import checkpoint
+from dpo_lib.training.logps import SequenceLogpModel
+from dpo_lib.training.trainer import Trainer
+
+
+class DistributedTrainer(Trainer):
+    """Process-group setup, reductions and DCP checkpoints shared by FSDP and tensor parallel."""
+
+    def init_distributed(self) -> torch.device:
+        if "LOCAL_RANK" not in os.environ:
+            raise ConfigError(f"trainer.name: {self.trainer_cfg['name']} runs under torchrun (one process per device)")
+        wanted = self.trainer_cfg.get("device", "auto")
+        use_cuda = torch.cuda.is_available() and wanted != "cpu"
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        self.mesh = init_device_mesh(device.type, (self.world_size,))
+        return device
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def save_checkpoint(self, trainer_state: dict[str, Any]) -> Path:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        root = checkpoint.checkpoint_root(self.run_dir)
+        final, tmp = root / f"step-{self.step}", root / f".step-{self.step}.tmp"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        model_state, optim_state = get_state_dict(self.policy, self.optimizer)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+        torch.save(checkpoint.rng_state(), tmp / f"rng-{self.rank}.pt")
+        dist.barrier()
+        if self.is_main:
+            torch.save({"scheduler": self.scheduler.state_dict()}, tmp / "scheduler.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": self.step}, indent=2))
+            (tmp / checkpoint.COMPLETE_MARKER).write_text("")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.chmod(0o755)
+            os.replace(tmp, final)
+            for _, old in checkpoint.list_checkpoints(self.run_dir)[: -self.cfg["keep_checkpoints"]]:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+        return final
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optim_state = get_state_dict(self.policy, self.optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt")["scheduler"])
+        rng_file = path / f"rng-{self.rank}.pt"
+        if rng_file.exists():  # absent when resuming on a different number of processes
+            checkpoint.set_rng_state(torch.load(rng_file, weights_only=False))
+        return json.loads((path / "trainer_state.json").read_text())
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return None
+        prefix = "causal_lm."
+        return {k.removeprefix(prefix): v for k, v in full.items()}
+
+    def save_final(self) -> Path:
+        final = super().save_final()
+        dist.barrier()
+        return final
+
+
+class FSDPTrainer(DistributedTrainer):
+    """FSDP2: every decoder layer, then the whole model, sharded across all processes.
+
+    Each process takes its own slice of every batch (data parallel); parameters are
+    all-gathered per layer for compute in bf16 and gradients reduce-scattered in fp32.
+    """
+
+    def init_distributed(self) -> torch.device:
+        device = super().init_distributed()
+        self.dp_rank, self.dp_size = self.rank, self.world_size
+        if self.cfg["batch_size"] % self.world_size:
+            raise ConfigError(f"batch_size: {self.cfg['batch_size']} pairs do not split evenly over "
+                              f"{self.world_size} processes")  # fmt: skip
+        return device
+
+    def prepare_model(self, model: SequenceLogpModel, *, trainable: bool) -> torch.nn.Module:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        model.to(self.device)
+        # A trainable model keeps fp32 master weights and computes in bf16; a frozen reference
+        # is already bf16 and needs no policy.
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if self.bf16 else None
+        kwargs = {"mesh": self.mesh, "reshard_after_forward": self.trainer_cfg.get("reshard_after_forward", True)}
+        if mp is not None and trainable:
+            kwargs["mp_policy"] = mp
+        for layer in model.causal_lm.get_decoder().layers:
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
+        return model
+
+
+class TensorParallelTrainer(DistributedTrainer):
+    """Tensor parallel: attention and MLP projections split across processes, the rest replicated.
+
+    Every process sees the same batch. Query/key/value and gate/up projections are split
+    by output features (column-wise), the attention output and down projections by input
+    features (row-wise), so each block needs one all-reduce in attention and one in the MLP.
+    The plan fits Llama-, Mistral- and Qwen-style blocks; the reference is split the same way.
+    """
+
+    LAYER_PLAN = {
+        "self_attn.q_proj": "colwise",
+        "self_attn.k_proj": "colwise",
+        "self_attn.v_proj": "colwise",
+        "self_attn.o_proj": "rowwise",
+        "mlp.gate_proj": "colwise",
+        "mlp.up_proj": "colwise",
+        "mlp.down_proj": "rowwise",
+    }
+
+    def prepare_model(self, model: SequenceLogpModel, *, trainable: bool) -> torch.nn.Module:
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+        config = model.causal_lm.config
+        for name in ("num_attention_heads", "num_key_value_heads"):
+            if getattr(config, name) % self.world_size:
+                raise ConfigError(f"trainer.name: tensor_parallel over {self.world_size} processes needs "
+                                  f"{name} ({getattr(config, name)}) divisible by it")  # fmt: skip
+        model.to(self.device)
+        styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+        for layer in model.causal_lm.get_decoder().layers:
+            plan = {path: styles[style]() for path, style in self.LAYER_PLAN.items()}
+            parallelize_module(layer, self.mesh, plan)
+        return model
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Global gradient norm over split (DTensor) and replicated gradients, then clip."""
+        from torch.distributed.tensor import DTensor
+
+        sharded = torch.zeros((), device=self.device)
+        replicated = torch.zeros((), device=self.device)
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        for grad in grads:
+            if isinstance(grad, DTensor):
+                sharded += grad.to_local().float().pow(2).sum()
+            else:
+                replicated += grad.float().pow(2).sum()
+        total = (self.all_reduce_sum(sharded) + replicated).sqrt()
+        coefficient = max_norm / (total + 1e-6)
+        if coefficient < 1:
+            for grad in grads:
+                grad.mul_(coefficient)
+        return total
