@@ -49,23 +49,35 @@ def request_schema() -> dict[str, Any]:
     return schema
 
 
-def validate_request(conf: dict[str, Any]) -> dict[str, Any]:
-    """The request with defaults filled in; :class:`RequestError` naming each bad field otherwise."""
+def request_problems(conf: Any) -> list[tuple[str, str]]:
+    """Every ``(field, reason)`` that makes ``conf`` an invalid request, sorted; empty when it is valid.
+
+    ``field`` is a dotted path such as ``exp_name`` or ``overrides.lr`` (``(request)`` for the
+    whole object), so callers (the ``validate`` task, the webhook) can name it.
+    """
     from jsonschema import Draft202012Validator
 
     if not isinstance(conf, dict):
-        raise RequestError(f"the request must be a JSON object, not {type(conf).__name__}")
+        return [("(request)", f"the request must be a JSON object, not {type(conf).__name__}")]
     request = {**DEFAULT_REQUEST, **conf}
     problems = [
-        f"{'.'.join(str(p) for p in e.absolute_path) or '(request)'}: {e.message}"
+        (".".join(str(p) for p in e.absolute_path) or "(request)", e.message)
         for e in Draft202012Validator(request_schema()).iter_errors(request)
     ]
-    for key in request.get("overrides") or {}:
+    overrides = request.get("overrides")
+    for key in overrides if isinstance(overrides, dict) else ():
         if key in RESERVED_KEYS or key.split(".")[0] in RESERVED_ROOTS:
-            problems.append(f"overrides.{key}: is set by the pipeline and cannot be overridden")
-    if problems:
-        raise RequestError("invalid request:\n" + "\n".join(f"  {p}" for p in sorted(problems)))
-    return request
+            problems.append((f"overrides.{key}", "is set by the pipeline and cannot be overridden"))
+    return sorted(problems)
+
+
+def validate_request(conf: dict[str, Any]) -> dict[str, Any]:
+    """The request with defaults filled in; :class:`RequestError` naming each bad field otherwise."""
+    if problems := request_problems(conf):
+        if problems[0][0] == "(request)" and not isinstance(conf, dict):
+            raise RequestError(problems[0][1])
+        raise RequestError("invalid request:\n" + "\n".join(f"  {field}: {reason}" for field, reason in problems))
+    return {**DEFAULT_REQUEST, **conf}
 
 
 @dataclass(frozen=True)

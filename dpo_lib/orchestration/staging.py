@@ -17,13 +17,19 @@ MANIFEST = "manifest.json"
 
 
 def check_dataset(dataset_uri: str, settings: Settings) -> dict[str, Any]:
-    """Stream-validate the dataset where it lies; :class:`RequestError` with every problem if invalid."""
+    """Stream-validate the dataset where it lies; :class:`RequestError` with every problem if invalid.
+
+    Unreachable storage raises :class:`~dpo_lib.storage.StorageUnavailable` instead, so the
+    ``validate`` task retries it rather than failing the run as a bad request.
+    """
     from dpo_lib.data.dataset import open_dataset
-    from dpo_lib.storage import StorageError, get_storage
+    from dpo_lib.storage import StorageError, StorageUnavailable, get_storage
 
     storage = get_storage(dataset_uri, local_root=settings.local_storage_root)
     try:
         report = open_dataset(lambda: storage.open_read(dataset_uri)).validate()
+    except StorageUnavailable:
+        raise  # an outage, not a bad request: the task's retries may outlast it
     except StorageError as exc:
         raise RequestError(f"dataset_uri: cannot read the dataset: {exc}") from None
     finally:

@@ -147,13 +147,26 @@ class AirflowAPI:
         return self._call(f"task instances of {run_id}", api.get_task_instances, dag_id, run_id).task_instances
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        """The text of one try's log."""
+        """The text of one try's log, one line per event, errors with their exception.
+
+        Read as raw JSON through the client: its model of a log line keeps only ``event`` and
+        ``timestamp`` and would drop the level and the exception of a failed try.
+        """
         c = self._client_module
         api = c.TaskInstanceApi(self.api_client)
         response = self._call(
-            f"log of {task_id} try {try_number}", api.get_log, dag_id, run_id, task_id, try_number, full_content=True
+            f"log of {task_id} try {try_number}",
+            api.get_log_without_preload_content,
+            dag_id,
+            run_id,
+            task_id,
+            try_number,
+            full_content=True,
+            accept="application/json",
         )
-        return _log_text(getattr(response.content, "actual_instance", response.content))
+        if response.status >= 400:
+            raise AirflowAPIError(f"log of {task_id} try {try_number}: {response.status} {_detail(response.data)}")
+        return render_log(json.loads(response.data).get("content") or [])
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         c = self._client_module
@@ -170,7 +183,9 @@ class AirflowAPI:
         except AirflowAPIError as exc:
             if exc.status != 404:
                 raise
-            self._call(f"create pool {name}", api.post_pool, c.PoolBody(name=name, slots=slots, description=description))
+            self._call(
+                f"create pool {name}", api.post_pool, c.PoolBody(name=name, slots=slots, description=description)
+            )
             return
         body = c.PoolPatchBody(slots=slots, description=description)
         self._call(f"update pool {name}", api.patch_pool, name, body, update_mask=["slots", "description"])
@@ -201,22 +216,15 @@ def _detail(body: Any) -> str:
     return (detail if isinstance(detail, str) else json.dumps(detail))[:2000]
 
 
-def _log_text(content: Any) -> str:
-    """Log content is a list of structured lines (or plain strings); render one line each."""
+def render_log(content: list[Any]) -> str:
+    """Structured log lines (dicts) or plain strings as text: ``time level event`` and any exception."""
     lines = []
-    for item in content or []:
-        item = getattr(item, "actual_instance", item)
-        if isinstance(item, str):
-            lines.append(item)
-            continue
-        if hasattr(item, "to_dict"):
-            item = item.to_dict()
-        if isinstance(item, dict):
-            extra = {k: v for k, v in item.items() if k not in ("event", "timestamp", "level", "logger")}
-            parts = [str(item.get("timestamp") or ""), f"[{item.get('level') or ''}]", str(item.get("event") or "")]
-            if extra:
-                parts.append(json.dumps(extra, default=str))
-            lines.append(" ".join(p for p in parts if p))
-        else:
+    for item in content:
+        if not isinstance(item, dict):
             lines.append(str(item))
+            continue
+        head = " ".join(str(part) for part in (item.get("timestamp"), item.get("level")) if part)
+        lines.append(f"{head} {item.get('event', '')}".strip())
+        for error in item.get("error_detail") or []:
+            lines.append(f"    {error.get('exc_type')}: {error.get('exc_value')}")
     return "\n".join(lines)

@@ -94,8 +94,15 @@ class DistributedTrainer(Trainer):
         full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.is_main:
             return None
-        prefix = "causal_lm."
-        return {k.removeprefix(prefix): v for k, v in full.items()}
+        full = {k.removeprefix("causal_lm."): v for k, v in full.items()}
+        # Tied weights (input embeddings = output head) come back as two copies; make them one
+        # tensor again so save_pretrained writes them once, as it does for a single-device run.
+        first_name: dict[int, str] = {}
+        for name, param in self.policy.causal_lm.named_parameters(remove_duplicate=False):
+            canonical = first_name.setdefault(id(param), name)
+            if canonical != name and canonical in full and name in full:
+                full[name] = full[canonical]
+        return full
 
     def save_final(self) -> Path:
         final = super().save_final()

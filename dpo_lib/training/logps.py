@@ -43,40 +43,41 @@ class ChunkedTokenLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
         mm_dtype = _matmul_dtype(hidden)
+        acc_dtype = torch.promote_types(mm_dtype, torch.float32)  # fp32 softmax statistics, at least
         valid = targets != IGNORE_INDEX
         safe = targets.masked_fill(~valid, 0)
-        out = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        out = torch.zeros(hidden.shape[0], dtype=acc_dtype, device=hidden.device)
         lse = torch.empty_like(out)
         w = weight.to(mm_dtype)
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
-            logits = (hidden[start:end].to(mm_dtype) @ w.T).float()
+            logits = (hidden[start:end].to(mm_dtype) @ w.T).to(acc_dtype)
             lse[start:end] = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, safe[start:end, None]).squeeze(1)
             out[start:end] = (picked - lse[start:end]) * valid[start:end]
         ctx.save_for_backward(hidden, weight, safe, valid, lse)
-        ctx.chunk, ctx.mm_dtype = chunk, mm_dtype
+        ctx.chunk, ctx.mm_dtype, ctx.acc_dtype = chunk, mm_dtype, acc_dtype
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):
         hidden, weight, safe, valid, lse = ctx.saved_tensors
-        mm_dtype, chunk = ctx.mm_dtype, ctx.chunk
+        mm_dtype, acc_dtype, chunk = ctx.mm_dtype, ctx.acc_dtype, ctx.chunk
         w = weight.to(mm_dtype)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
         scale = grad_out * valid
         rows = torch.arange(min(chunk, hidden.shape[0]), device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
             h = hidden[start:end].to(mm_dtype)
-            logits = (h @ w.T).float()
+            logits = (h @ w.T).to(acc_dtype)
             dlogits = -torch.exp(logits - lse[start:end, None]) * scale[start:end, None]
             n = h.shape[0]
             dlogits[rows[:n], safe[start:end]] += scale[start:end]
             dlogits = dlogits.to(mm_dtype)
             grad_hidden[start:end] = (dlogits @ w).to(hidden.dtype)
-            grad_weight += (dlogits.T @ h).float()
+            grad_weight += (dlogits.T @ h).to(acc_dtype)
         return grad_hidden, grad_weight.to(weight.dtype), None, None
 
 
@@ -85,9 +86,10 @@ def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     if chunk:
         return ChunkedTokenLogps.apply(hidden, weight, targets, chunk)
     logits = torch.nn.functional.linear(hidden, weight)  # full (N, V) logits: the plain, memory-hungry path
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     valid = targets != IGNORE_INDEX
-    picked = logits.gather(1, targets.masked_fill(~valid, 0)[:, None]).squeeze(1).float()
-    return (picked - torch.logsumexp(logits.float(), dim=-1)) * valid
+    picked = logits.gather(1, targets.masked_fill(~valid, 0)[:, None]).squeeze(1)
+    return (picked - torch.logsumexp(logits, dim=-1)) * valid
 
 
 def shift_targets(labels: torch.Tensor) -> torch.Tensor:

@@ -157,7 +157,9 @@ class Trainer:
         if latest is not None:
             state = self.load_checkpoint(latest)
             self.step = state["step"]
-            log.info("resuming from checkpoint %s at step %d (data position %s)", latest, self.step, state["data"])
+            if self.is_main:
+                log.info("resuming from checkpoint %s at step %d (data position %s)", latest, self.step,
+                         state["data"])  # fmt: skip
 
     def setup_for_evaluation(self, policy_path: str | Path) -> None:
         """Models and held-out data only: no optimizer, no checkpoint."""

@@ -52,7 +52,8 @@ def test_evaluate_writes_policy_and_reference_metrics_and_prints_them_last(train
     assert printed == metrics
 
     evaluation = metrics["eval"]
-    assert EVAL_METRICS | {"reference", "n_pairs"} == set(evaluation)
+    assert EVAL_METRICS | {"reference", "n_pairs", "step"} == set(evaluation)
+    assert evaluation["step"] == metrics["train"]["step"]
     assert evaluation["n_pairs"] == round(N_TOY_PAIRS * 0.1)
     reference = evaluation["reference"]
     assert EVAL_METRICS == set(reference)

@@ -104,7 +104,7 @@ def test_gradient_accumulation_sees_batch_size_times_steps_pairs(make_config):
     trainer.setup()
     seen = []
     get = trainer.batches.get
-    trainer.batches.get = lambda index: seen.append(index) or get(index)
+    trainer.batches.get = lambda index, *slice_of: seen.append(index) or get(index, *slice_of)
     trainer.train()
     assert seen == [0, 1, 2, 3, 4, 5]
     assert read_metrics(cfg["run_dir"])["train"]["step"] == 2

@@ -1,0 +1,138 @@
+"""What ``GET /dpo/health`` reports: is everything a fine-tune needs up right now?
+
+Checked on every call, each with a short timeout:
+
+* ``metadatabase``: Airflow's metadata database answers;
+* ``scheduler``: the newest scheduler job heartbeat is recent (Airflow's own criterion,
+  ``[scheduler] scheduler_health_check_threshold``);
+* ``storage``: the configured storage backend answers: ``DPO_STORAGE_URI`` when set
+  (``gs://bucket/prefix`` is probed with one metadata request), else the local storage root;
+* ``docker``: the Docker daemon answers a ping, only when ``DPO_RUNNER=docker``.
+
+Runs inside the api-server (the plugin); Airflow is imported inside the checks only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpo_lib.orchestration.settings import Settings
+
+HEALTHY, UNHEALTHY = "healthy", "unhealthy"
+STORAGE_URI_ENV = "DPO_STORAGE_URI"
+TIMEOUT_ENV = "DPO_HEALTH_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One component's status, with what a person needs to act on it."""
+
+    name: str
+    healthy: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": HEALTHY if self.healthy else UNHEALTHY, **self.details}
+
+
+def check_airflow() -> list[Check]:
+    """The metadata database and the scheduler's heartbeat, as Airflow's own health endpoint sees them."""
+    from airflow.api.common.airflow_health import get_airflow_health
+
+    try:
+        answer = get_airflow_health()
+    except Exception as exc:  # the health module itself failed: the database is the usual cause
+        return [Check("metadatabase", False, {"error": _short(exc)}), Check("scheduler", False)]
+    database_ok = answer["metadatabase"]["status"] == HEALTHY
+    scheduler = answer["scheduler"]
+    return [
+        Check("metadatabase", database_ok, {} if database_ok else {"error": "the metadata database does not answer"}),
+        Check(
+            "scheduler",
+            scheduler["status"] == HEALTHY,
+            {"latest_heartbeat": scheduler.get("latest_scheduler_heartbeat")},
+        ),
+    ]
+
+
+def check_storage(settings: Settings, storage_uri: str | None, timeout: float) -> Check:
+    """The configured storage answers: a bucket via one metadata request, a local root by existing."""
+    if storage_uri and storage_uri.startswith("gs://"):
+        return _check_bucket(storage_uri, timeout)
+    root = Path(storage_uri.removeprefix("file://")) if storage_uri else settings.local_storage_root
+    details = {"backend": "local", "uri": str(root)}
+    if not root.is_dir():
+        return Check("storage", False, {**details, "error": f"{root} is not a directory"})
+    if not os.access(root, os.R_OK | os.X_OK):
+        return Check("storage", False, {**details, "error": f"{root} is not readable"})
+    return Check("storage", True, details)
+
+
+def _check_bucket(uri: str, timeout: float) -> Check:
+    from dpo_lib.storage import FirebaseStorage, ObjectNotFound, StorageError, parse_uri
+
+    details = {"backend": "firebase", "uri": uri}
+    try:
+        storage = FirebaseStorage(parse_uri(uri).bucket, timeout=timeout, retry_deadline=0)
+    except StorageError as exc:
+        return Check("storage", False, {**details, "error": _short(exc)})
+    try:
+        storage.exists(uri)  # one request: answers (True or False) whenever the bucket is reachable
+    except ObjectNotFound:
+        pass
+    except StorageError as exc:
+        return Check("storage", False, {**details, "error": _short(exc)})
+    finally:
+        storage.close()
+    return Check("storage", True, details)
+
+
+def check_docker(settings: Settings, timeout: float) -> Check:
+    """The Docker daemon the docker runner uses answers a ping."""
+    import docker
+
+    url = settings.docker.url or os.environ.get("DOCKER_HOST") or "unix://var/run/docker.sock"
+    details = {"url": url}
+    try:
+        client = docker.DockerClient(base_url=url, timeout=max(1, int(timeout)))
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # docker-py raises DockerException, requests and OS errors alike
+        return Check("docker", False, {**details, "error": _short(exc)})
+    return Check("docker", True, details)
+
+
+def run_checks(
+    env: Mapping[str, str] | None = None, *, airflow: Callable[[], list[Check]] = check_airflow
+) -> list[Check]:
+    """Every check that applies to this deployment."""
+    env = os.environ if env is None else env
+    settings = Settings.from_env()
+    timeout = float(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    checks = [*airflow(), check_storage(settings, env.get(STORAGE_URI_ENV) or None, timeout)]
+    if settings.runner == "docker":
+        checks.append(check_docker(settings, timeout))
+    return checks
+
+
+def report(checks: list[Check]) -> tuple[int, dict[str, Any]]:
+    """HTTP status (200, or 503 naming what is down) and the JSON body."""
+    down = [c.name for c in checks if not c.healthy]
+    body = {
+        "status": HEALTHY if not down else UNHEALTHY,
+        "unhealthy": down,
+        "components": {c.name: c.to_dict() for c in checks},
+    }
+    return (503 if down else 200), body
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

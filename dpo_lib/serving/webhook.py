@@ -1,0 +1,176 @@
+"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the seed's webhook and health check.
+
+``POST /dpo/trigger-finetune`` keeps the seed's contract for existing callers: the body is
+the fine-tune request itself (``{"dataset_uri": ..., "exp_name": ..., "overrides": {...}}``)
+and the answer is 202 once the run is queued. What it adds is Airflow's security and
+bookkeeping:
+
+1. **Authentication**: a bearer token issued by Airflow (``POST /auth/token``) and checked
+   by Airflow's own auth manager; none, or an invalid or expired one, is a 401.
+2. **Authorization**: the auth manager's ``is_authorized_dag(POST, RUN)`` on ``dpo_finetune``,
+   the very check Airflow's ``POST /api/v2/dags/{dag_id}/dagRuns`` makes, so only users
+   allowed to trigger DAG runs can trigger here (403 otherwise; SimpleAuthManager: role
+   ``user`` or above).
+3. **Validation** against ``configs/schemas/request.schema.json`` (the DAG's Params' schema)
+   with :func:`~dpo_lib.orchestration.request.request_problems`: 422 naming each bad field.
+   Bodies over 64 KiB are refused (413) before they are parsed.
+4. **Trigger** through Airflow's own ``trigger_dag`` in this process, recorded as a REST API
+   trigger by the calling user: the run shows in the UI like any other.
+
+Nothing is written before a request is accepted, so a refused one leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from dpo_lib.orchestration.dag_ids import FINETUNE_DAG_ID
+from dpo_lib.orchestration.request import request_problems
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app() -> FastAPI:
+    """The app, with no Airflow import until a request arrives (plugins load in every component)."""
+    app = FastAPI(
+        title="DPO pipeline",
+        description="Fine-tune webhook and health check of the DPO pipeline, served by Airflow's api-server.",
+        version="1",
+    )
+    app.add_api_route("/health", health, methods=["GET"], summary="Health of what a fine-tune needs")
+    app.add_api_route(
+        "/trigger-finetune", trigger_finetune, methods=["POST"], status_code=202, summary="Trigger dpo_finetune"
+    )
+    return app
+
+
+def health() -> JSONResponse:
+    """200 when the metadata database, the scheduler, storage (and Docker, if used) are up; 503 naming what is not."""
+    from dpo_lib.serving.health import report, run_checks
+
+    status, body = report(run_checks())
+    return JSONResponse(body, status_code=status)
+
+
+async def trigger_finetune(request: Request) -> JSONResponse:
+    """Queue a ``dpo_finetune`` run with the request body as its conf."""
+    user = await _authenticated_user(request)
+    if isinstance(user, JSONResponse):
+        return user
+    if not await run_in_threadpool(_may_trigger, user):
+        return _error(403, f"user {user.get_name()!r} may not trigger {FINETUNE_DAG_ID} runs")
+
+    body = await _read_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    if problems := request_problems(body):
+        detail = [{"loc": ["body", *field.split(".")], "msg": msg, "type": "request_schema"} for field, msg in problems]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    result = await run_in_threadpool(_trigger, body, user.get_name())
+    if isinstance(result, JSONResponse):
+        return result
+    base = _base_url(request)
+    run_id = result.run_id
+    api_url = f"{base}/api/v2/dags/{FINETUNE_DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+    return JSONResponse(
+        {
+            "dag_id": FINETUNE_DAG_ID,
+            "dag_run_id": run_id,
+            "state": str(getattr(result.state, "value", result.state)),
+            "url": f"{base}/dags/{FINETUNE_DAG_ID}/runs/{quote(run_id, safe='')}",
+            "api_url": api_url,
+        },
+        status_code=202,
+        headers={"Location": api_url},
+    )
+
+
+async def _authenticated_user(request: Request) -> Any:
+    """The user behind the bearer token, or a 401 response."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from jwt import InvalidTokenError
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _error(401, "a bearer token from Airflow's POST /auth/token is required")
+    try:
+        return await get_auth_manager().get_user_from_token(token.strip())
+    except InvalidTokenError as exc:  # also ExpiredSignatureError
+        return _error(401, f"the token is not valid: {exc}")
+
+
+def _may_trigger(user: Any) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.models.dag import DagModel
+
+    return get_auth_manager().is_authorized_dag(
+        method="POST",
+        access_entity=DagAccessEntity.RUN,
+        details=DagDetails(id=FINETUNE_DAG_ID, team_name=DagModel.get_team_name(FINETUNE_DAG_ID)),
+        user=user,
+    )
+
+
+async def _read_body(request: Request) -> Any:
+    """The JSON body, read no further than :data:`MAX_BODY_BYTES`; a 413 or 422 response otherwise."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]}, status_code=422
+        )
+
+
+def _trigger(conf: dict[str, Any], user_name: str) -> Any:
+    """Airflow's own trigger, as the REST API's trigger route would do it; errors mapped to HTTP."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.exceptions import DagNotFound, DagRunAlreadyExists
+    from airflow.models.dag import DagModel
+    from airflow.utils.types import DagRunTriggeredByType
+
+    model = DagModel.get_current(FINETUNE_DAG_ID)
+    if model is None:
+        return _error(404, f"{FINETUNE_DAG_ID} is not registered yet (the dag-processor has not parsed it)")
+    if model.has_import_errors:
+        return _error(400, f"{FINETUNE_DAG_ID} has import errors and cannot be triggered")
+    try:
+        return trigger_dag(
+            FINETUNE_DAG_ID, triggered_by=DagRunTriggeredByType.REST_API, triggering_user_name=user_name, conf=conf
+        )
+    except DagNotFound as exc:
+        return _error(404, str(exc))
+    except DagRunAlreadyExists as exc:
+        return _error(409, str(exc))
+    except ValueError as exc:  # e.g. Params Airflow refuses
+        return _error(400, str(exc))
+
+
+def _base_url(request: Request) -> str:
+    """Airflow's ``[api] base_url`` when configured, else the address this request came to."""
+    from airflow.configuration import conf
+
+    configured = conf.get("api", "base_url", fallback="") or ""
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
