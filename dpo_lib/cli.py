@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny-model": ("dpo_lib.tiny_model", "build a tiny Hugging Face model directory locally"),
     "make-toy-data": ("dpo_lib.data.toy", "write a learnable toy preference dataset"),
     "metrics": ("dpo_lib.training.metrics_cli", "print a run's metrics.json"),
+    "bench": ("dpo_lib.bench", "measure training throughput, MFU and peak memory"),
     "services": ("dpo_lib.serving.services_cli", "run Airflow's api-server, scheduler, dag-processor and triggerer"),
     "trigger": ("dpo_lib.serving.trigger_cli", "trigger dpo_finetune through Airflow's REST API (--wait: metrics)"),
 }

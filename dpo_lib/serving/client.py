@@ -113,6 +113,13 @@ class AirflowAPI:
         c = self._client_module
         return self._call(f"run {run_id}", c.DagRunApi(self.api_client).get_dag_run, dag_id, run_id)
 
+    def dag_runs(self, dag_id: str) -> list[str]:
+        """The ids of ``dag_id``'s runs, oldest first."""
+        c = self._client_module
+        api = c.DagRunApi(self.api_client)
+        runs = self._call(f"runs of {dag_id}", api.get_dag_runs, dag_id, order_by=["run_after"], limit=1000).dag_runs
+        return [run.dag_run_id for run in runs]
+
     def wait(self, dag_id: str, run_id: str, *, timeout_s: float = 3600, poll_s: float = 3.0, on_change=None) -> Any:
         """Poll the run until it finishes; ``on_change(run)`` sees every new state."""
         deadline, last = time.monotonic() + timeout_s, None

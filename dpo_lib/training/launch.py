@@ -28,11 +28,11 @@ def process_count(trainer_cfg: dict[str, Any]) -> int:
     return 2  # CPU processes talking gloo: enough to exercise the distributed path
 
 
-def relaunch_under_torchrun(cfg: dict[str, Any], argv: list[str]) -> int:
-    """Run ``python -m torch.distributed.run ... -m dpo_lib train <argv>``; returns its exit status."""
+def relaunch_under_torchrun(cfg: dict[str, Any], argv: list[str], command: str = "train") -> int:
+    """Run ``python -m torch.distributed.run ... -m dpo_lib <command> <argv>``; returns its exit status."""
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={process_count(cfg['trainer'])}", "-m", "dpo_lib", "train", *argv]  # fmt: skip
+               f"--nproc_per_node={process_count(cfg['trainer'])}", "-m", "dpo_lib", command, *argv]  # fmt: skip
     print(f"launching: {' '.join(command)}", flush=True)
     return subprocess.call(command)

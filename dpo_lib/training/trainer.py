@@ -43,12 +43,22 @@ RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every",
                      "eval_batch_size", "n_eval_examples", "datasets", "trainer"}  # fmt: skip
 
 
-def load_causal_lm(name_or_path: str, trainer_cfg: dict[str, Any], dtype: torch.dtype = torch.float32):
-    from transformers import AutoModelForCausalLM
+def load_causal_lm(
+    name_or_path: str,
+    trainer_cfg: dict[str, Any],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+):
+    """``from_pretrained``; a directory holding only ``config.json`` gives a seeded random init (benchmarks)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=dtype, attn_implementation=trainer_cfg.get("attn_implementation", "sdpa")
-    )
+    attn = trainer_cfg.get("attn_implementation", "sdpa")
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "config.json").exists() and not any(path.glob("*.safetensors")):
+        config = AutoConfig.from_pretrained(path)
+        with torch.device(device or "cpu"):  # initialise where it will run: a 1B model inits slowly on a CPU
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn)
 
 
 def load_model(name_or_path: str, device: torch.device, trainer_cfg: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -176,7 +186,8 @@ class Trainer:
         # Trainable weights stay fp32 (the optimizer's master copy) under bf16 autocast; a frozen
         # reference only runs forwards, so it is held in bf16 outright when training in bf16.
         dtype = torch.bfloat16 if self.bf16 and not trainable else torch.float32
-        causal_lm = load_causal_lm(name_or_path, self.trainer_cfg, dtype)
+        torch.manual_seed(self.cfg["seed"])  # a random init (benchmarks) is the same for policy and reference
+        causal_lm = load_causal_lm(name_or_path, self.trainer_cfg, dtype, self.device)
         if trainable and self.trainer_cfg.get("activation_checkpointing"):
             causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         causal_lm.train(trainable)
@@ -257,29 +268,17 @@ class Trainer:
         train_metrics: dict[str, float] = {}
         while self.step < max_steps:
             started = time.perf_counter()
-            for micro in range(accum):
-                batch = self.batches.get(self.step * accum + micro, self.dp_rank, self.dp_size)
-                loss, values, _ = self.batch_loss(self.policy, batch, self.reference_logps)
-                (loss / accum).backward()
-                window.add(values)
-                window_tokens += batch["num_tokens"]
-            grad_norm = self.clip_grad_norm(cfg["max_grad_norm"] or math.inf)
-            lr = self.scheduler.get_last_lr()[0]
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
+            grad_norm, lr, tokens = self.train_step(window)
+            window_tokens += tokens
             elapsed = time.perf_counter() - started
             window_time += elapsed
             step_times.append(elapsed)
 
             if self.step % cfg["log_every"] == 0 or self.step == max_steps:
                 means = self.reduce_means(window)
-                tokens = float(self.all_reduce_sum(torch.tensor(float(window_tokens), device=self.device)))
+                all_tokens = float(self.all_reduce_sum(torch.tensor(float(window_tokens), device=self.device)))
                 train_metrics = {**means, "grad_norm": float(grad_norm), "lr": lr,
-                                 "tokens_per_s": tokens / max(window_time, 1e-9)}  # fmt: skip
+                                 "tokens_per_s": all_tokens / max(window_time, 1e-9)}  # fmt: skip
                 recent = step_times[-cfg["log_every"] :]
                 eta = (max_steps - self.step) * sum(recent) / len(recent)
                 if self.is_main:
@@ -305,6 +304,29 @@ class Trainer:
 
         self.save_final()
         return train_metrics
+
+    def train_step(self, tracker: MeanTracker) -> tuple[torch.Tensor, float, int]:
+        """One optimizer step over gradient_accumulation_steps micro-batches.
+
+        Adds per-pair metric values to ``tracker``; returns the gradient norm (before
+        clipping), the learning rate used, and this process's real tokens.
+        """
+        accum, tokens = self.cfg["gradient_accumulation_steps"], 0
+        for micro in range(accum):
+            batch = self.batches.get(self.step * accum + micro, self.dp_rank, self.dp_size)
+            loss, values, _ = self.batch_loss(self.policy, batch, self.reference_logps)
+            (loss / accum).backward()
+            tracker.add(values)
+            tokens += batch["num_tokens"]
+        grad_norm = self.clip_grad_norm(self.cfg["max_grad_norm"] or math.inf)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return grad_norm, lr, tokens
 
     def reduce_means(self, tracker: MeanTracker) -> dict[str, float]:
         """Means over every process's pairs."""

@@ -1,0 +1,201 @@
+"""``python -m dpo_lib bench``: training throughput, MFU and peak memory of the real trainer.
+
+It builds a randomly initialised model (default: the TinyLlama-1.1B shape), random
+preference pairs of varied prompt and completion lengths, and runs the trainer's own
+``train_step`` for ``--steps`` timed steps after ``--warmup`` untimed ones. The last line
+printed is one JSON object: ``tokens_per_s`` counts real (non-padding) tokens of the
+chosen and rejected sequences, prompts included; ``mfu`` is model FLOPs (6N per token for
+the policy, plus 2N for a live reference; N excludes the input embedding, a lookup)
+over the device's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {
+    # TinyLlama-1.1B: hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocabulary 32000.
+    "tinyllama": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                      intermediate_size=5632, vocab_size=32000),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=176, vocab_size=512),
+}  # fmt: skip
+PEAK_TFLOPS = {"cuda": 790.0, "cpu": 1.0}  # H200 dense bf16 as measured here; CPU MFU is not meaningful
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=["basic", "fsdp", "tensor_parallel"], default="basic")
+    parser.add_argument("--nproc", type=int, default=None, help="processes for fsdp/tensor_parallel")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model: runs in seconds on a CPU")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--pairs-per-step", type=int, default=8)
+    parser.add_argument("--prompt-len", type=int, nargs=2, default=[128, 256], metavar=("MIN", "MAX"))
+    parser.add_argument("--completion-len", type=int, nargs=2, default=[128, 255], metavar=("MIN", "MAX"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--loss", default="dpo")
+    parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--logp-chunk-size", type=int, default=1024, help="0: full logits")
+    parser.add_argument("--precompute-ref", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def random_pairs(n: int, args: argparse.Namespace, vocab_size: int, seed: int):
+    from dpo_lib.data.tokenize import TokenizedPair
+
+    rng = random.Random(seed)
+
+    def tokens(lo: int, hi: int) -> list[int]:
+        return [rng.randrange(3, vocab_size) for _ in range(rng.randint(lo, hi))]
+
+    return [
+        TokenizedPair(tokens(*args.prompt_len), tokens(*args.completion_len), tokens(*args.completion_len))
+        for _ in range(n)
+    ]
+
+
+def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path) -> dict:
+    from dpo_lib.config import compose_config
+
+    chunk = args.logp_chunk_size or None
+    overrides = [
+        "exp_name=bench",
+        f"run_dir={run_dir}",
+        f"model.name_or_path={model_dir}",
+        f"loss={args.loss}",
+        f"trainer={args.strategy}",
+        f"trainer.device={args.device}",
+        f"trainer.packing={str(args.packing).lower()}",
+        f"trainer.logp_chunk_size={chunk if chunk else 'null'}",
+        f"trainer.precompute_ref_logps={str(args.precompute_ref).lower()}",
+        f"trainer.compile={str(args.compile).lower()}",
+        f"trainer.activation_checkpointing={str(args.activation_checkpointing).lower()}",
+        f"trainer.attn_implementation={args.attn}",
+        f"batch_size={args.pairs_per_step}",
+        f"eval_batch_size={args.pairs_per_step}",
+        f"max_steps={args.warmup + args.steps}",
+        "warmup_steps=0",
+        "checkpoint_every=0",
+        "eval_every=0",
+        f"seed={args.seed}",
+    ]
+    return compose_config(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dpo_lib.training.launch import needs_launch, relaunch_under_torchrun
+
+    shape = SHAPES["tiny" if args.tiny else "tinyllama"]
+    shared = Path(os.environ.get("DPO_BENCH_DIR") or tempfile.mkdtemp(prefix="dpo-bench-"))
+    model_dir, run_dir = shared / "model", shared / "run"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cfg = bench_config(args, model_dir, run_dir)
+    if args.nproc:
+        cfg["trainer"]["nproc"] = args.nproc
+    if needs_launch(cfg):
+        os.environ["DPO_BENCH_DIR"] = str(shared)  # every process writes and reads the same model config
+        argv = sys.argv[sys.argv.index("bench") + 1 :]
+        return relaunch_under_torchrun(cfg, argv, command="bench")
+    return measure(args, cfg, shape, model_dir)
+
+
+def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -> int:
+    import torch
+    from transformers import LlamaConfig
+
+    from dpo_lib.losses import needs_reference
+    from dpo_lib.training.metrics import MeanTracker
+    from dpo_lib.training.runner import build_trainer
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        LlamaConfig(**shape, max_position_embeddings=2048, tie_word_embeddings=False).save_pretrained(model_dir)
+    trainer = build_trainer(cfg)
+    if trainer.world_size > 1:
+        torch.distributed.barrier()
+    n_pairs = args.pairs_per_step * (args.warmup + args.steps)
+    pairs = random_pairs(n_pairs, args, shape["vocab_size"], args.seed)
+    setup_started = time.perf_counter()
+    trainer.setup(train_pairs=pairs, eval_pairs=[])
+    setup_s = time.perf_counter() - setup_started
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    step_times, tokens = [], 0
+    for step in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        _, _, step_tokens = trainer.train_step(MeanTracker())
+        if step >= args.warmup:
+            step_times.append(time.perf_counter() - started)
+            tokens += step_tokens
+
+    device = trainer.device
+    totals = trainer.all_reduce_sum(torch.tensor([float(tokens)], device=device))
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    peak = float(_all_reduce_max(trainer, torch.tensor([peak], device=device)))
+    tokens_per_s = float(totals[0]) / sum(step_times)
+    policy = trainer.policy.causal_lm
+    n_params = sum(p.numel() for p in policy.parameters()) - policy.get_input_embeddings().weight.numel()
+    if trainer.world_size > 1 and args.strategy != "basic":
+        n_params = _logical_params(policy, n_params)
+    live_reference = needs_reference(args.loss) and not args.precompute_ref
+    flops_per_token = (6 + (2 if live_reference else 0)) * n_params
+    peak_flops = PEAK_TFLOPS[device.type] * 1e12 * trainer.world_size
+    result = {
+        "strategy": args.strategy,
+        "processes": trainer.world_size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": "tiny" if args.tiny else "tinyllama-1.1b-shape",
+        "params_without_input_embedding": n_params,
+        "pairs_per_step": args.pairs_per_step,
+        "prompt_len": args.prompt_len,
+        "completion_len": args.completion_len,
+        "steps": args.steps,
+        "loss": args.loss,
+        "features": {
+            "packing": args.packing,
+            "logp_chunk_size": args.logp_chunk_size or None,
+            "precompute_ref": args.precompute_ref,
+            "compile": args.compile,
+            "activation_checkpointing": args.activation_checkpointing,
+            "attn": args.attn,
+        },
+        "setup_s": round(setup_s, 2),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "step_s_median": round(statistics.median(step_times), 4),
+        "mfu": round(tokens_per_s * flops_per_token / peak_flops, 4) if device.type == "cuda" else None,
+        "peak_mem_gib": round(peak, 2),
+        "torch": torch.__version__,
+    }
+    if trainer.is_main:
+        print(json.dumps(result), flush=True)
+    if trainer.world_size > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _all_reduce_max(trainer, tensor):
+    import torch.distributed as dist
+
+    if trainer.world_size > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor[0]
+
+
+def _logical_params(policy, local_count: int) -> int:
+    """Parameter count of the whole model when parameters are sharded DTensors."""
+    from torch.distributed.tensor import DTensor
+
+    total = sum(p.numel() if not isinstance(p, DTensor) else p.shape.numel() for p in policy.parameters())
+    embedding = policy.get_input_embeddings().weight
+    return total - (embedding.shape.numel() if isinstance(embedding, DTensor) else embedding.numel())
