@@ -16,24 +16,27 @@ run() {  # run NAME COMMAND...
     echo "{\"run\": \"$name\", \"failed\": true}" >> "$out/results.jsonl"; tail -n 30 "$out/$name.log"
   fi
 }
-ours="python3 -m dpo_lib bench"
+ours="python3 -m dpo_lib bench --steps 20 --warmup 8"
+fast="--compile --attn flex_attention"   # packing and the chunked head are on by default
+trl="--steps 20 --warmup 8"
 case $mode in
   quick)
     run ours_live $ours --steps 10 --warmup 3 ;;
-  single)
-    run ours_live_compile $ours --compile
-    run ours_precompute_compile $ours --compile --precompute-ref
-    run ours_checkpointing_compile $ours --compile --activation-checkpointing
-    run ours_live $ours
-    run ours_live_no_packing $ours --no-packing
-    run ours_live_full_logits $ours --logp-chunk-size 0
-    run ours_live_flex_compile $ours --compile --attn flex_attention
-    run trl_live python3 bench/trl_dpo.py
-    run trl_precompute python3 bench/trl_dpo.py --precompute-ref
-    run trl_checkpointing python3 bench/trl_dpo.py --gradient-checkpointing ;;
+  single)  # the three comparisons with TRL
+    run ours_live $ours $fast
+    run ours_precompute $ours $fast --precompute-ref
+    run ours_checkpointing $ours $fast --activation-checkpointing
+    run trl_live python3 bench/trl_dpo.py $trl
+    run trl_precompute python3 bench/trl_dpo.py $trl --precompute-ref
+    run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing ;;
+  ablations)  # each speed feature off, one at a time, against ours_live
+    run ours_no_compile $ours --attn flex_attention
+    run ours_packing_dense_mask $ours --compile
+    run ours_no_packing $ours --compile --no-packing --warmup 12
+    run ours_full_logits $ours $fast --logp-chunk-size 0 ;;
   fsdp)
-    run fsdp1_compile $ours --strategy fsdp --nproc 1 --compile
-    run fsdp2_compile $ours --strategy fsdp --nproc 2 --compile --pairs-per-step 16
-    run tp2_compile $ours --strategy tensor_parallel --nproc 2 --compile ;;
+    run fsdp1 $ours $fast --strategy fsdp --nproc 1
+    run fsdp2 $ours $fast --strategy fsdp --nproc 2 --pairs-per-step 16
+    run tp2 $ours $fast --strategy tensor_parallel --nproc 2 ;;
 esac
 cat "$out/results.jsonl"

@@ -63,6 +63,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(LlamaConfig(**SHAPE, max_position_embeddings=2048, tie_word_embeddings=False))
     n_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    # TRL's usual path: the trainer loads the policy, and its reference, from a model directory.
+    model_dir = tempfile.mkdtemp(prefix="trl-bench-model-")
+    model.save_pretrained(model_dir)
+    del model
 
     config = DPOConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
@@ -73,6 +77,7 @@ def main() -> None:
         gradient_checkpointing=args.gradient_checkpointing,
         precompute_ref_log_probs=args.precompute_ref,
         max_length=None,
+        model_init_kwargs={"dtype": torch.float32},
         logging_steps=1000,
         save_strategy="no",
         report_to="none",
@@ -96,7 +101,7 @@ def main() -> None:
                 timings["tokens"].append(trainer._total_train_tokens - tokens_before)
 
     trainer = DPOTrainer(
-        model=model,
+        model=model_dir,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=word_tokenizer(SHAPE["vocab_size"]),
