@@ -35,8 +35,8 @@ case $mode in
     run ours_no_packing $ours --compile --no-packing --warmup 12
     run ours_full_logits $ours $fast --logp-chunk-size 0 ;;
   fsdp)
-    run fsdp1 $ours $fast --strategy fsdp --nproc 1
-    run fsdp2 $ours $fast --strategy fsdp --nproc 2 --pairs-per-step 16
-    run tp2 $ours $fast --strategy tensor_parallel --nproc 2 ;;
+    run fsdp1 $ours $fast --strategy fsdp --processes 1
+    run fsdp2 $ours $fast --strategy fsdp --processes 2 --pairs-per-step 16
+    run tp2 $ours $fast --strategy tensor_parallel --processes 2 ;;
 esac
 cat "$out/results.jsonl"

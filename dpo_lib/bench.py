@@ -33,7 +33,7 @@ PEAK_TFLOPS = {"cuda": 790.0, "cpu": 1.0}  # H200 dense bf16 as measured here; C
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=["basic", "fsdp", "tensor_parallel"], default="basic")
-    parser.add_argument("--nproc", type=int, default=None, help="processes for fsdp/tensor_parallel")
+    parser.add_argument("--processes", type=int, default=None, help="processes for fsdp/tensor_parallel")
     parser.add_argument("--tiny", action="store_true", help="a tiny model: runs in seconds on a CPU")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--pairs-per-step", type=int, default=8)
@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--loss", default="dpo")
-    parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="default: on cuda")
     parser.add_argument("--logp-chunk-size", type=int, default=1024, help="0: full logits")
     parser.add_argument("--precompute-ref", action="store_true")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on cuda")
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--attn", default="sdpa", help="attention implementation")
+    parser.add_argument("--attn", default="auto", help="attention implementation (auto: flex_attention on cuda)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -76,10 +76,10 @@ def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path) -> di
         f"loss={args.loss}",
         f"trainer={args.strategy}",
         f"trainer.device={args.device}",
-        f"trainer.packing={str(args.packing).lower()}",
+        f"trainer.packing={_switch(args.packing)}",
         f"trainer.logp_chunk_size={chunk if chunk else 'null'}",
         f"trainer.precompute_ref_logps={str(args.precompute_ref).lower()}",
-        f"trainer.compile={str(args.compile).lower()}",
+        f"trainer.compile={_switch(args.compile)}",
         f"trainer.activation_checkpointing={str(args.activation_checkpointing).lower()}",
         f"trainer.attn_implementation={args.attn}",
         f"batch_size={args.pairs_per_step}",
@@ -93,6 +93,10 @@ def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path) -> di
     return compose_config(overrides)
 
 
+def _switch(flag: bool | None) -> str:
+    return "auto" if flag is None else str(flag).lower()
+
+
 def run(args: argparse.Namespace) -> int:
     from dpo_lib.training.launch import needs_launch, relaunch_under_torchrun
 
@@ -101,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     model_dir, run_dir = shared / "model", shared / "run"
     model_dir.mkdir(parents=True, exist_ok=True)
     cfg = bench_config(args, model_dir, run_dir)
-    if args.nproc:
-        cfg["trainer"]["nproc"] = args.nproc
+    if args.processes:
+        cfg["trainer"]["nproc"] = args.processes
     if needs_launch(cfg):
         os.environ["DPO_BENCH_DIR"] = str(shared)  # every process writes and reads the same model config
         argv = sys.argv[sys.argv.index("bench") + 1 :]
@@ -163,12 +167,12 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
         "steps": args.steps,
         "loss": args.loss,
         "features": {
-            "packing": args.packing,
+            "packing": trainer.trainer_cfg["packing"],
             "logp_chunk_size": args.logp_chunk_size or None,
             "precompute_ref": args.precompute_ref,
-            "compile": args.compile,
+            "compile": trainer.trainer_cfg["compile"],
             "activation_checkpointing": args.activation_checkpointing,
-            "attn": args.attn,
+            "attn": trainer.trainer_cfg["attn_implementation"],
         },
         "setup_s": round(setup_s, 2),
         "tokens_per_s": round(tokens_per_s, 1),

@@ -78,6 +78,8 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, num_layers: 
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the model is meant to be shared
+        for file in tmp.iterdir():  # transformers writes model.safetensors 0600; trainer containers run as another uid
+            file.chmod(0o644)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -24,10 +24,6 @@ from docker.types import DeviceRequest, Mount, Ulimit
 from dpo_lib.orchestration.containers import container_labels
 from dpo_lib.orchestration.settings import DockerSettings, Settings
 
-# NCCL (and so FSDP through torchrun) pins memory and wants a large stack; NVIDIA's own
-# PyTorch containers ask for the same limits.
-TRAINER_ULIMITS = (Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864, hard=67108864))
-
 
 class TrainerContainerOperator(DockerOperator):
     """DockerOperator for the trainer image, with what a GPU training task adds to it.
@@ -91,7 +87,7 @@ def docker_command_task(task_id: str, args_key: str, settings: Settings, **opera
         "working_dir": str(settings.workdir),
         "device_requests": device_requests(docker.gpus),
         "shm_size": shm_bytes(docker.shm_size),
-        "ulimits": list(TRAINER_ULIMITS),
+        "ulimits": ulimits(docker.ulimits),
         "user": docker.user,
         "network_mode": docker.network_mode,
         "environment": {"PYTHONUNBUFFERED": "1"},
@@ -152,6 +148,24 @@ def shm_bytes(size: str) -> int:
     if value <= 0:
         raise ValueError(f"DPO_DOCKER_SHM_SIZE={size!r} must be greater than zero")
     return value
+
+
+def ulimits(spec: str) -> list[Ulimit]:
+    """``memlock=-1,stack=67108864`` (or ``name=soft:hard``) as Docker ulimits; empty: the daemon's defaults.
+
+    Multi-GPU training over NCCL (FSDP through torchrun, InfiniBand) wants unlimited locked
+    memory and a large stack, as NVIDIA's PyTorch containers document; raising them needs a
+    daemon allowed to (CAP_SYS_RESOURCE), so they are opt-in (``DPO_DOCKER_ULIMITS``).
+    """
+    limits = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, values = item.partition("=")
+        soft, _, hard = values.partition(":")
+        try:
+            limits.append(Ulimit(name=name.strip(), soft=int(soft), hard=int(hard or soft)))
+        except ValueError:
+            raise ValueError(f"DPO_DOCKER_ULIMITS: {item!r} is not name=soft[:hard] with integer limits") from None
+    return limits
 
 
 def secret_environment(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:

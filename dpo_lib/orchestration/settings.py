@@ -31,6 +31,7 @@ class DockerSettings:
     url: str | None = None  # None: DOCKER_HOST, else the local socket
     gpus: str = "all"  # "all", a count ("2"), or "0"/"none" for a CPU-only container
     shm_size: str = "8g"  # /dev/shm: PyTorch data loader workers share tensors through it
+    ulimits: str = ""  # e.g. "memlock=-1,stack=67108864" for NCCL; empty: the daemon's defaults
     user: str | None = None  # None: the image's own non-root user
     network_mode: str | None = None  # None: Docker's default bridge
     mount_tmp_dir: bool = True  # off when Airflow itself runs in a container
@@ -47,6 +48,7 @@ class DockerSettings:
             url=env.get("DPO_DOCKER_URL") or None,
             gpus=env.get("DPO_DOCKER_GPUS") or cls.gpus,
             shm_size=env.get("DPO_DOCKER_SHM_SIZE") or cls.shm_size,
+            ulimits=env.get("DPO_DOCKER_ULIMITS", cls.ulimits),
             user=env.get("DPO_DOCKER_USER") or None,
             network_mode=env.get("DPO_DOCKER_NETWORK") or None,
             mount_tmp_dir=_flag(env.get("DPO_DOCKER_MOUNT_TMP_DIR"), default=not running_in_container()),

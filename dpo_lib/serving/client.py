@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from dpo_lib.serving.home import AirflowHome
 
 FINISHED_STATES = {"success", "failed"}
@@ -100,8 +102,8 @@ class AirflowAPI:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except self._client_module.ApiException as exc:
             raise AirflowAPIError(f"{what}: {exc.status} {_detail(exc.body)}", exc.status) from None
-        except OSError as exc:  # urllib3 connection errors are OSErrors underneath
-            raise AirflowAPIError(f"{what}: cannot reach {self.url}: {exc}") from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
+            raise AirflowAPIError(f"{what}: no answer from {self.url}: {exc}") from None
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None) -> Any:
         """Queue a run of ``dag_id`` with ``conf``; Airflow validates it against the DAG's Params."""

@@ -26,6 +26,7 @@ HEALTHY, UNHEALTHY = "healthy", "unhealthy"
 STORAGE_URI_ENV = "DPO_STORAGE_URI"
 TIMEOUT_ENV = "DPO_HEALTH_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 3.0
+PROBE_NAME = ".dpo-health-probe"  # looked up, never written
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,11 @@ def _check_bucket(uri: str, timeout: float) -> Check:
         storage = FirebaseStorage(parse_uri(uri).bucket, timeout=timeout, retry_deadline=0)
     except StorageError as exc:
         return Check("storage", False, {**details, "error": _short(exc)})
+    # One metadata request for an object name under the prefix: answered (found or not)
+    # whenever the bucket is reachable and the credentials may read it.
+    probe = uri + PROBE_NAME if uri.endswith("/") else uri
     try:
-        storage.exists(uri)  # one request: answers (True or False) whenever the bucket is reachable
+        storage.exists(probe)
     except ObjectNotFound:
         pass
     except StorageError as exc:

@@ -36,6 +36,7 @@ HEALTH_PATH = "/api/v2/monitor/health"
 GPU_POOL = "gpu"
 STOP_GRACE_S = 30.0
 DEFAULT_START_TIMEOUT_S = 240.0
+MAX_RESTARTS = 3
 
 # Local-development defaults, each overridable through its AIRFLOW__SECTION__KEY variable.
 TUNABLE_DEFAULTS = {
@@ -123,6 +124,11 @@ def airflow_env(config: ServiceConfig, secrets: Mapping[str, str], base: Mapping
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "dpo_lib.serving.sqlite_args.CONNECT_ARGS")
+        env.setdefault(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "dpo_lib.serving.sqlite_args.ASYNC_CONNECT_ARGS"
+        )
     return env
 
 
@@ -183,21 +189,29 @@ class ServiceGroup:
 
     def start(self) -> None:
         for name in COMPONENTS:
-            args = [airflow_executable(), name]
-            if name == "api-server":
-                args += ["--host", self.config.host, "--port", str(self.config.port)]
-            proc = subprocess.Popen(
-                args,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopped as a whole, immune to the tty's Ctrl-C
-            )
-            self.procs[name] = proc
-            thread = threading.Thread(target=self._relay, args=(name, proc), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        args = [airflow_executable(), name]
+        if name == "api-server":
+            args += ["--host", self.config.host, "--port", str(self.config.port)]
+        proc = subprocess.Popen(
+            args,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole, immune to the tty's Ctrl-C
+        )
+        self.procs[name] = proc
+        thread = threading.Thread(target=self._relay, args=(name, proc), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def restart(self, name: str) -> None:
+        """Start a component that exited again, after killing whatever it left in its process group."""
+        _signal_group(self.procs[name], signal.SIGKILL)
+        self._start(name)
 
     def _relay(self, name: str, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -279,8 +293,8 @@ class _StopRequested(Exception):
 def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
     """Prepare, start and supervise the services in the foreground until SIGINT/SIGTERM.
 
-    Returns 0 after a requested stop, 1 when a component died on its own (the others are
-    then stopped too, so a half-running Airflow never lingers).
+    Returns 0 after a requested stop, 1 when a component kept dying (see :func:`supervise`;
+    the others are then stopped too, so a half-running Airflow never lingers).
     """
     if port_in_use(config.host, config.port):
         raise ServicesError(
@@ -309,10 +323,7 @@ def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
             file=out,
             flush=True,
         )
-        while not (dead := group.exited()):
-            time.sleep(1.0)
-        print(f"== {', '.join(f'{n} exited ({c})' for n, c in dead.items())}: stopping the others", file=out)
-        return 1
+        return supervise(group, out)
     except _StopRequested:
         print("== stopping Airflow's services ...", file=out, flush=True)
         return 0
@@ -325,6 +336,22 @@ def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("== all services stopped", file=out, flush=True)
+
+
+def supervise(group: ServiceGroup, out: IO[str], max_restarts: int = MAX_RESTARTS) -> int:
+    """Restart a component that exits (a transient error, such as SQLite's lock, can kill one),
+    at most ``max_restarts`` times each; beyond that give up and return 1, which stops them all.
+    """
+    restarts = dict.fromkeys(COMPONENTS, 0)
+    while True:
+        for name, code in group.exited().items():
+            if restarts[name] >= max_restarts:
+                print(f"== {name} exited ({code}) after {max_restarts} restarts: stopping the others", file=out)
+                return 1
+            restarts[name] += 1
+            print(f"== {name} exited ({code}): restarting it ({restarts[name]}/{max_restarts})", file=out, flush=True)
+            group.restart(name)
+        time.sleep(1.0)
 
 
 def ensure_running(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> bool:

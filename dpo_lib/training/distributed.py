@@ -175,6 +175,10 @@ class TensorParallelTrainer(DistributedTrainer):
             parallelize_module(layer, self.mesh, plan)
         return model
 
+    def optimizer_options(self) -> dict[str, Any]:
+        # Split (DTensor) and replicated (plain) parameters cannot share one fused or foreach kernel.
+        return {"fused": False, "foreach": False}
+
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Global gradient norm over split (DTensor) and replicated gradients, then clip."""
         from torch.distributed.tensor import DTensor

@@ -53,6 +53,7 @@ def load_causal_lm(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     attn = trainer_cfg.get("attn_implementation", "sdpa")
+    attn = "sdpa" if attn == "auto" else attn
     path = Path(name_or_path)
     if path.is_dir() and (path / "config.json").exists() and not any(path.glob("*.safetensors")):
         config = AutoConfig.from_pretrained(path)
@@ -86,6 +87,22 @@ def resolve_device(trainer_cfg: dict[str, Any]) -> torch.device:
     return torch.device(wanted)
 
 
+def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Settle the ``auto`` feature switches for ``device``: the fast path on GPUs, the simple one on CPUs.
+
+    Packing only pays with an attention kernel that skips the masked-out blocks (flex
+    attention, compiled); on a CPU the dense packed mask costs more than padding does.
+    """
+    on_gpu = device.type == "cuda"
+    cfg = dict(trainer_cfg)
+    for key in ("packing", "compile"):
+        if cfg.get(key, "auto") == "auto":
+            cfg[key] = on_gpu
+    if cfg.get("attn_implementation", "auto") == "auto":
+        cfg["attn_implementation"] = "flex_attention" if on_gpu and cfg["packing"] else "sdpa"
+    return cfg
+
+
 def uses_bf16(trainer_cfg: dict[str, Any], device: torch.device) -> bool:
     precision = trainer_cfg.get("precision", "auto")
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
@@ -105,6 +122,7 @@ class Trainer:
         self.loss_cfg = cfg["loss"]
         self.rank, self.world_size, self.dp_rank, self.dp_size = 0, 1, 0, 1
         self.device = self.init_distributed()
+        self.trainer_cfg = resolve_auto(self.trainer_cfg, self.device)
         self.bf16 = uses_bf16(self.trainer_cfg, self.device)
 
     # ---- strategy hooks (single device) --------------------------------------------------------
@@ -116,6 +134,9 @@ class Trainer:
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
+
+    def optimizer_options(self) -> dict[str, Any]:
+        return {"fused": self.device.type == "cuda"}  # one kernel for the whole update
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
@@ -159,7 +180,7 @@ class Trainer:
                 self.reference = reference
 
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=self.device.type == "cuda"
+            self.policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], **self.optimizer_options()
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_constant(cfg["warmup_steps"]))
         self.step = 0
@@ -197,7 +218,9 @@ class Trainer:
         model = self.prepare_model(model, trainable=trainable)
         if self.trainer_cfg.get("compile"):
             for layer in causal_lm.get_decoder().layers:
-                layer.compile(dynamic=True)  # regional compilation: fast to compile, works under FSDP
+                # Regional compilation: fast to compile, works under FSDP. Automatic dynamic shapes
+                # make only the dimensions that do change (sequence length) symbolic.
+                layer.compile()
         return model
 
     def _load_data(self, train_pairs: list[TokenizedPair] | None, eval_pairs: list[TokenizedPair] | None) -> None:
