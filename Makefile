@@ -21,7 +21,7 @@ DEMO_CONF ?= {"dataset_uri": "data/dataset.json", "model": "tiny", "loss": "dpo"
 DATASET ?= data/dataset.json
 ARGS ?= model=tiny datasets=[toy] loss=dpo exp_name=cli
 
-.PHONY: help setup toy demo test lint format validate train clean
+.PHONY: help setup toy demo test lint format validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker test-faults
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -43,6 +43,7 @@ data/dataset.json: | setup
 
 toy: models/tiny/config.json data/dataset.json  ## build the tiny model and the toy dataset (idempotent)
 
+demo: export DPO_RUNNER := local
 demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (SQLite, no Docker, no GPU)
 	mkdir -p $(AIRFLOW_HOME)
 	$(AIRFLOW) db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { cat $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
@@ -51,6 +52,9 @@ demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (
 
 test: setup  ## run the test suite
 	$(PY) -m pytest -q
+
+test-faults: setup  ## the fault tests: kills, outages, full disks, hostile input, planted secrets (docs/reliability.md)
+	$(PY) -m pytest -q -m faults
 
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
@@ -65,6 +69,42 @@ validate: setup  ## validate a dataset: make validate DATASET=path/or/uri
 
 train: toy  ## train from the CLI: make train ARGS="model=tiny datasets=[toy] loss=dpo exp_name=x"
 	$(PY) train.py $(ARGS)
+
+# --- Serving: Airflow's services on this machine (README, "Serving") ---
+# Settings (AIRFLOW_PORT, AIRFLOW_ADMIN_USER, AIRFLOW_ADMIN_PASSWORD, DPO_GPU_SLOTS, ...) come from
+# the environment, and from .env when there is one (.env.example lists them all).
+WITH_DOTENV := set -a; [ ! -f .env ] || . ./.env; set +a;
+TOY_CONF ?= {"dataset_uri": "data/dataset.json", "model": "tiny", "loss": "dpo", "exp_name": "toy"}
+
+api: setup  ## run Airflow (api-server, scheduler, dag-processor, triggerer; SQLite) in the foreground; Ctrl-C stops it
+	@$(WITH_DOTENV) exec $(PY) -m dpo_lib services
+
+toy-trigger: toy  ## trigger the toy fine-tune through the REST API (starts the services if needed); print its metrics
+	@$(WITH_DOTENV) $(PY) -m dpo_lib services --ensure && $(PY) -m dpo_lib trigger --conf '$(TOY_CONF)' --wait
+
+api-stop: setup  ## stop services that `make toy-trigger` started in the background
+	@$(WITH_DOTENV) $(PY) -m dpo_lib services --stop
+
+# --- Containers: containers/, docker-compose.yaml (README, "Containers and deployment") ---
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The group owning the Docker socket, so the scheduler and worker (uid 50000) may use it.
+DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 999)
+
+docker-build:  ## build the GPU trainer image and the Airflow image (their default bases come from registries)
+	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) build trainer airflow-init
+
+compose-up: .env  ## deploy on this GPU host: PostgreSQL, Airflow, the trainer image (COMPOSE_PROFILES=celery: + Redis, worker)
+	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) up -d --build
+	@echo "Airflow: http://localhost:$$(grep -E '^AIRFLOW_PORT=' .env | cut -d= -f2 | grep . || echo 8080) ($(COMPOSE) ps: health)"
+
+compose-down:  ## stop the stack; its volumes (database, staging, artifacts, models) are kept
+	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) down
+
+.env:
+	@echo "no .env: cp .env.example .env and set the secrets it lists (README, Containers and deployment)" >&2; exit 1
+
+test-docker: setup  ## the container tests: images, docker runner, kill, compose file (installs docker.io, starts dockerd)
+	$(PY) -m pytest -q tests/docker
 
 clean:  ## remove generated models, data, runs and the local Airflow home
 	rm -rf models data artifacts var .airflow .pytest_cache .ruff_cache

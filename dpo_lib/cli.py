@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints usage or a clear "invalid choice" error
         return 2
     name, rest = argv[0], argv[1:]
+    from dpo_lib.training.launch import bind_worker_to_torchrun  # no torch: a few lines of ctypes
+
+    bind_worker_to_torchrun()  # a worker torchrun started must not outlive it
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"python -m dpo_lib {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)

@@ -9,6 +9,7 @@ becomes a :class:`ConfigError` that names the key and the reason.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -68,11 +69,27 @@ def validate_config(cfg: dict[str, Any]) -> None:
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {_describe(e)}" for e in errors))
+    if not_finite := sorted(_non_finite(cfg)):  # JSON Schema's bounds let NaN through (every comparison is false)
+        raise ConfigError(
+            "invalid config:\n" + "\n".join(f"  {key}: {value} is not a finite number" for key, value in not_finite)
+        )
     if cfg["max_prompt_length"] >= cfg["max_length"]:
         raise ConfigError(
             f"max_prompt_length: {cfg['max_prompt_length']} must be smaller than "
             f"max_length ({cfg['max_length']}) to leave room for the completion"
         )
+
+
+def _non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path or "(root)", value)]
+    if isinstance(value, dict):
+        return [
+            item for key, child in value.items() for item in _non_finite(child, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(value, list):
+        return [item for i, child in enumerate(value) for item in _non_finite(child, f"{path}.{i}")]
+    return []
 
 
 def _describe(error: Any) -> str:

@@ -79,11 +79,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def storage_emulator(bucket: str = DEFAULT_BUCKET, host: str = "127.0.0.1", attempts: int = 3) -> Iterator[Emulator]:
-    """Run an in-memory emulator with ``bucket`` on a free loopback port until the block exits."""
+def storage_emulator(
+    bucket: str = DEFAULT_BUCKET, host: str = "127.0.0.1", attempts: int = 3, port: int | None = None
+) -> Iterator[Emulator]:
+    """Run an in-memory emulator with ``bucket`` on a free loopback port until the block exits.
+
+    ``port`` pins the port, for clients configured before the emulator starts.
+    """
     last_error = ""
+    pinned = port
     for _ in range(attempts):
-        port = free_port(host)
+        port = pinned or free_port(host)
         url = f"http://{host}:{port}"
         with tempfile.TemporaryFile() as log:
             proc = _start(host, port, bucket, log)

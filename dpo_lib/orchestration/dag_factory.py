@@ -28,13 +28,13 @@ from typing import Any
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from dpo_lib.orchestration.names import GPU_POOL
 from dpo_lib.orchestration.request import DEFAULT_REQUEST, RequestError, request_schema, validate_request
 from dpo_lib.orchestration.runners import command_task
 from dpo_lib.orchestration.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GPU_POOL = "gpu"
 DEFAULT_MAX_ACTIVE_RUNS = 16
 
 # Per task: retries, first delay, backoff multiplier (0: constant), longest delay.
@@ -59,7 +59,7 @@ RETRIES: dict[str, dict[str, Any]] = {
 
 def max_active_runs_from_env() -> int:
     """``DPO_MAX_ACTIVE_RUNS`` (default 16): how many ``dpo_finetune`` runs may be active at once."""
-    return int(os.environ.get("DPO_MAX_ACTIVE_RUNS", DEFAULT_MAX_ACTIVE_RUNS))
+    return int(os.environ.get("DPO_MAX_ACTIVE_RUNS") or DEFAULT_MAX_ACTIVE_RUNS)
 
 
 def request_params(defaults: Mapping[str, Any] | None = None) -> dict[str, Param]:

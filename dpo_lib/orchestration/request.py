@@ -7,6 +7,8 @@ The same schema backs the DAG's Params (checked by Airflow at trigger time) and 
 from __future__ import annotations
 
 import json
+import math
+import re
 import shlex
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -30,6 +32,7 @@ DEFAULT_REQUEST = {
 RESERVED_KEYS = {"model", "loss", "trainer", "model.name_or_path", "model.tokenizer_name_or_path"}
 RESERVED_ROOTS = {"exp_name", "run_dir", "datasets"}
 STAGED_SUFFIXES = (".json", ".jsonl", ".ndjson")
+MAX_PROBLEMS, MAX_REASON = 50, 300  # what a refusal lists, and how long each reason may be
 
 
 class RequestError(ValueError):
@@ -64,11 +67,52 @@ def request_problems(conf: Any) -> list[tuple[str, str]]:
         (".".join(str(p) for p in e.absolute_path) or "(request)", e.message)
         for e in Draft202012Validator(request_schema()).iter_errors(request)
     ]
-    overrides = request.get("overrides")
-    for key in overrides if isinstance(overrides, dict) else ():
-        if key in RESERVED_KEYS or key.split(".")[0] in RESERVED_ROOTS:
-            problems.append((f"overrides.{key}", "is set by the pipeline and cannot be overridden"))
-    return sorted(problems)
+    overrides = request["overrides"] if isinstance(request.get("overrides"), dict) else {}
+    for key, value in overrides.items():
+        field = f"overrides.{key}"
+        if not isinstance(key, str):
+            problems.append((field, "override keys must be strings"))
+        elif key in RESERVED_KEYS or key.split(".")[0] in RESERVED_ROOTS:
+            problems.append((field, "is set by the pipeline and cannot be overridden"))
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append((field, f"{value} is not a finite number"))
+        if isinstance(value, str) and (problem := _text_problem(value)):
+            problems.append((field, problem))
+    for field in ("exp_name", "dataset_uri"):
+        if isinstance(request.get(field), str) and (problem := _text_problem(request[field])):
+            problems.append((field, problem))
+    uri = request.get("dataset_uri")
+    if isinstance(uri, str) and uri and not _text_problem(uri):
+        problems += _uri_problems(uri)
+    problems = sorted({(field[:MAX_REASON], _clip(reason)) for field, reason in problems})
+    if len(problems) > MAX_PROBLEMS:  # a hostile body can hold thousands; the answer stays small
+        problems = [*problems[:MAX_PROBLEMS], ("(request)", f"... and {len(problems) - MAX_PROBLEMS} more problems")]
+    return problems
+
+
+def _clip(text: str) -> str:
+    """Schema messages quote the offending value, which may be megabytes long."""
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def _uri_problems(uri: str) -> list[tuple[str, str]]:
+    """A scheme other than plain paths, file:// and gs:// is refused before any storage is asked."""
+    from dpo_lib.storage.uri import SUPPORTED_SCHEMES, scheme_of
+
+    scheme = scheme_of(uri)
+    if scheme and scheme not in SUPPORTED_SCHEMES:
+        supported = ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
+        return [("dataset_uri", f"unsupported scheme {scheme!r}; supported: plain paths, {supported}")]
+    return []
+
+
+def _text_problem(value: str) -> str | None:
+    """Why ``value`` cannot travel on a command line (NUL, lone surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    if re.search("[\ud800-\udfff]", value):
+        return "is not valid Unicode (it holds an unpaired surrogate)"
+    return None
 
 
 def validate_request(conf: dict[str, Any]) -> dict[str, Any]:
@@ -147,12 +191,21 @@ def local_command(python: str, args: list[str]) -> str:
 
 
 def hydra_value(value: Any) -> str:
-    """``value`` in Hydra's override grammar; strings are quoted so no character is special."""
+    """``value`` in Hydra's override grammar, read back as exactly ``value``.
+
+    Strings are single-quoted, so no character is special to Hydra, and ``${`` is escaped, so
+    OmegaConf does not resolve it: a request must not interpolate the worker's environment
+    (``${oc.env:...}``) or other config keys into the training config.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
+    # OmegaConf: backslashes right before "${" escape it; k of them followed by a literal "${" become 2k + 1.
+    text = re.sub(r"(\\*)\$\{", lambda m: "\\" * (2 * len(m.group(1)) + 1) + "${", str(value))
+    # Hydra, in a quoted string: backslashes escape only a quote or the string's end; k of them become 2k (+ 1).
+    text = re.sub(r"(\\*)'", lambda m: "\\" * (2 * len(m.group(1)) + 1) + "'", text)
+    text = re.sub(r"(\\+)\Z", lambda m: "\\" * (2 * len(m.group(1))), text)
+    return f"'{text}'"

@@ -25,15 +25,17 @@ def check_dataset(dataset_uri: str, settings: Settings) -> dict[str, Any]:
     from dpo_lib.data.dataset import open_dataset
     from dpo_lib.storage import StorageError, StorageUnavailable, get_storage
 
-    storage = get_storage(dataset_uri, local_root=settings.local_storage_root)
+    storage = None
     try:
+        storage = get_storage(dataset_uri, local_root=settings.local_storage_root)  # InvalidURI: another scheme
         report = open_dataset(lambda: storage.open_read(dataset_uri)).validate()
     except StorageUnavailable:
         raise  # an outage, not a bad request: the task's retries may outlast it
     except StorageError as exc:
         raise RequestError(f"dataset_uri: cannot read the dataset: {exc}") from None
     finally:
-        storage.close()
+        if storage is not None:
+            storage.close()
     if not report.ok:
         raise RequestError(f"dataset_uri: {dataset_uri} is not a valid preference dataset\n{report.format_text()}")
     return report.to_dict()

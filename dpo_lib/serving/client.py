@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ from dpo_lib.serving.home import AirflowHome
 
 FINISHED_STATES = {"success", "failed"}
 DEFAULT_TIMEOUT_S = 30.0
+# SQLite, the development database, refuses concurrent writers now and then ("database is
+# locked", a 500); a few retries ride that out.
+RETRY_ATTEMPTS = 5
+RETRY_BACKOFF_S = 1.0
 
 
 class AirflowAPIError(RuntimeError):
@@ -97,19 +102,48 @@ class AirflowAPI:
         credentials = credentials or Credentials.from_env()
         return cls(credentials.url, fetch_token(credentials))
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, _request_timeout=self.timeout, **kwargs)
-        except self._client_module.ApiException as exc:
-            raise AirflowAPIError(f"{what}: {exc.status} {_detail(exc.body)}", exc.status) from None
-        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
-            raise AirflowAPIError(f"{what}: no answer from {self.url}: {exc}") from None
+    def _call(self, what: str, fn, *args, attempts: int = RETRY_ATTEMPTS, **kwargs):
+        """One API call, retried on 5xx and lost connections (``attempts`` tries in all).
+
+        Only safe to retry because every operation here is a read, a create with a fixed id
+        (see :meth:`trigger`), or an update to fixed values.
+        """
+        attempt = 1
+        while True:
+            try:
+                return fn(*args, _request_timeout=self.timeout, **kwargs)
+            except self._client_module.ApiException as exc:
+                error = AirflowAPIError(f"{what}: {exc.status} {_detail(exc.body)}", exc.status)
+                if (exc.status is not None and exc.status < 500) or attempt >= attempts:
+                    raise error from None
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
+                if attempt >= attempts:
+                    raise AirflowAPIError(f"{what}: no answer from {self.url}: {exc}") from None
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            attempt += 1
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None) -> Any:
-        """Queue a run of ``dag_id`` with ``conf``; Airflow validates it against the DAG's Params."""
+        """Queue a run of ``dag_id`` with ``conf``; Airflow validates it against the DAG's Params.
+
+        The run id is chosen here (Airflow's own ``manual__<time>`` form unless given), so a
+        retry after a lost answer cannot create a second run: it finds the first one (409).
+        """
         c = self._client_module
+        run_id = run_id or new_run_id()
         body = c.TriggerDAGRunPostBody(logical_date=None, conf=dict(conf), dag_run_id=run_id)
-        return self._call(f"trigger {dag_id}", c.DagRunApi(self.api_client).trigger_dag_run, dag_id, body)
+        api = c.DagRunApi(self.api_client)
+        attempt = 1
+        while True:
+            try:
+                return self._call(f"trigger {dag_id}", api.trigger_dag_run, dag_id, body, attempts=1)
+            except AirflowAPIError as exc:
+                if exc.status == 409 and attempt > 1:  # an earlier attempt did create it
+                    return self.dag_run(dag_id, run_id)
+                transient = exc.status is None or exc.status >= 500
+                if not transient or attempt == RETRY_ATTEMPTS:
+                    raise
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            attempt += 1
 
     def dag_run(self, dag_id: str, run_id: str) -> Any:
         c = self._client_module
@@ -196,8 +230,14 @@ class AirflowAPI:
                 f"create pool {name}", api.post_pool, c.PoolBody(name=name, slots=slots, description=description)
             )
             return
-        body = c.PoolPatchBody(slots=slots, description=description)
-        self._call(f"update pool {name}", api.patch_pool, name, body, update_mask=["slots", "description"])
+        # The whole pool: with a partial body and update_mask, Airflow 3.3.2 answers 422.
+        body = c.PoolPatchBody(pool=name, slots=slots, description=description, include_deferred=False)
+        self._call(f"update pool {name}", api.patch_pool, name, body)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run id in Airflow's own form for manual runs, unique to the microsecond."""
+    return f"manual__{(now or datetime.now(UTC)).isoformat()}"
 
 
 def run_metrics(api: AirflowAPI, dag_id: str, run_id: str) -> dict | None:

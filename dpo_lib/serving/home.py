@@ -7,6 +7,7 @@ outside git (``.airflow/`` is ignored), never in the repository.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ SECRETS_FILE = "dpo-secrets.json"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 PIDFILE = "dpo-services.pid"
 READY_FILE = "dpo-services.ready"
+LOCKFILE = "dpo-services.lock"
 LOGFILE = "dpo-services.log"
 
 
@@ -56,8 +58,37 @@ class AirflowHome:
     def logfile(self) -> Path:
         return self.path / LOGFILE
 
+    @property
+    def lockfile(self) -> Path:
+        return self.path / LOCKFILE
+
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> int | None:
+        """Claim this home for one launcher: an open descriptor holding the lock, or None if taken.
+
+        The lock lives as long as the descriptor (the launcher's process), so it is released
+        even when the launcher is killed: a stale pid or ready file can never block a restart.
+        """
+        self.create()
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def launcher_running(self) -> bool:
+        """Whether a launcher holds this home's lock right now."""
+        if not self.path.exists():
+            return False
+        fd = self.lock()
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
     def secrets(self) -> dict[str, str]:
         """The JWT secret and the api secret key, generated on first use and kept."""

@@ -12,6 +12,7 @@ such as LocalExecutor workers and the trainers they run.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -28,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from dpo_lib.orchestration.names import GPU_POOL
 from dpo_lib.orchestration.settings import PROJECT_DIR
 from dpo_lib.serving.home import AdminCredentials, AirflowHome
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_PATH = "/api/v2/monitor/health"
-GPU_POOL = "gpu"
 STOP_GRACE_S = 30.0
 DEFAULT_START_TIMEOUT_S = 240.0
 MAX_RESTARTS = 3
@@ -46,6 +47,12 @@ TUNABLE_DEFAULTS = {
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
     "AIRFLOW__API__EXPOSE_CONFIG": "False",
+}
+
+
+SQLITE_PATIENT_ARGS = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dpo_lib.serving.sqlite_args.CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "dpo_lib.serving.sqlite_args.ASYNC_CONNECT_ARGS",
 }
 
 
@@ -77,7 +84,7 @@ class ServiceConfig:
             raise ServicesError(f"DPO_GPU_SLOTS must be at least 1, not {slots}")
         return cls(
             home=Path(env.get("AIRFLOW_HOME") or PROJECT_DIR / ".airflow").resolve(),
-            host=env.get("AIRFLOW_HOST", "127.0.0.1"),
+            host=env.get("AIRFLOW_HOST") or "127.0.0.1",
             port=port,
             base_url=(env.get("AIRFLOW_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             admin_user=env.get("AIRFLOW_ADMIN_USER") or "admin",
@@ -85,7 +92,7 @@ class ServiceConfig:
             gpu_slots=slots,
             dags_folder=Path(env.get("AIRFLOW__CORE__DAGS_FOLDER") or PROJECT_DIR / "dags").resolve(),
             plugins_folder=Path(env.get("AIRFLOW__CORE__PLUGINS_FOLDER") or PROJECT_DIR / "plugins").resolve(),
-            start_timeout_s=float(env.get("DPO_SERVICES_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)),
+            start_timeout_s=float(env.get("DPO_SERVICES_START_TIMEOUT_S") or DEFAULT_START_TIMEOUT_S),
         )
 
     @property
@@ -124,12 +131,23 @@ def airflow_env(config: ServiceConfig, secrets: Mapping[str, str], base: Mapping
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "dpo_lib.serving.sqlite_args.CONNECT_ARGS")
-        env.setdefault(
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "dpo_lib.serving.sqlite_args.ASYNC_CONNECT_ARGS"
-        )
     return env
+
+
+def uses_sqlite(env: Mapping[str, str]) -> bool:
+    """Whether the metadata database is SQLite: Airflow's default, unless the environment or
+    ``airflow.cfg`` names another (a ``_CMD``/``_SECRET`` one counts as another).
+    """
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD") or env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET"):
+        return False
+    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if conn is None:
+        parser = configparser.ConfigParser(interpolation=None)
+        config_file = env.get("AIRFLOW_CONFIG") or str(Path(env.get("AIRFLOW_HOME", "")) / "airflow.cfg")
+        with contextlib.suppress(OSError, configparser.Error):
+            parser.read(config_file)
+        conn = parser.get("database", "sql_alchemy_conn", fallback="sqlite")
+    return conn.startswith("sqlite")
 
 
 def prepare(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> tuple[dict, AdminCredentials]:
@@ -193,11 +211,14 @@ class ServiceGroup:
 
     def _start(self, name: str) -> None:
         args = [airflow_executable(), name]
+        env = self.env
         if name == "api-server":
             args += ["--host", self.config.host, "--port", str(self.config.port)]
+        elif uses_sqlite(self.env):
+            env = {**SQLITE_PATIENT_ARGS, **self.env}  # see dpo_lib.serving.sqlite_args
         proc = subprocess.Popen(
             args,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -296,6 +317,22 @@ def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
     Returns 0 after a requested stop, 1 when a component kept dying (see :func:`supervise`;
     the others are then stopped too, so a half-running Airflow never lingers).
     """
+    home = config.airflow_home
+    lock = home.lock()
+    if lock is None:
+        raise ServicesError(
+            f"the services of AIRFLOW_HOME={config.home} are already running (pid {_read_pid(home)}); "
+            "stop them first (python -m dpo_lib services --stop)"
+        )
+    home.pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        return _run_locked(config, out)
+    finally:
+        home.pidfile.unlink(missing_ok=True)
+        os.close(lock)
+
+
+def _run_locked(config: ServiceConfig, out: IO[str]) -> int:
     if port_in_use(config.host, config.port):
         raise ServicesError(
             f"port {config.port} is already in use"
@@ -311,7 +348,6 @@ def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     group = ServiceGroup(config, env, out)
     home.ready_file.unlink(missing_ok=True)
-    home.pidfile.write_text(f"{os.getpid()}\n")
     try:
         group.start()
         wait_healthy(config, group)
@@ -332,7 +368,6 @@ def run_services(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> int:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the orderly stop
         group.stop()
         home.ready_file.unlink(missing_ok=True)
-        home.pidfile.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("== all services stopped", file=out, flush=True)
@@ -360,12 +395,18 @@ def ensure_running(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> bool:
     Returns whether this call started them. The background launcher's output goes to
     ``$AIRFLOW_HOME/dpo-services.log``; ``python -m dpo_lib services --stop`` stops it.
     """
-    if health(config.local_url) is not None:
+    home = config.airflow_home
+    if home.launcher_running() or health(config.local_url) is not None:
+        print(f"== waiting for the running services ({config.base_url}) ...", file=out, flush=True)
+        if home.launcher_running():
+            _wait_ready_file(config)
         wait_healthy(config)
         return False
-    home = config.airflow_home
     home.create()
-    with open(home.logfile, "ab") as log:
+    home.ready_file.unlink(missing_ok=True)  # left by a launcher that was killed: nobody holds the lock
+    # Owner-only: a generated admin password is printed into it on the first start.
+    log_fd = os.open(home.logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dpo_lib", "services"],
             env={**os.environ, "AIRFLOW_HOME": str(config.home), "AIRFLOW_PORT": str(config.port)},
@@ -380,15 +421,42 @@ def ensure_running(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> bool:
         if proc.poll() is not None:
             raise ServicesError(f"the services exited ({proc.returncode}) while starting:\n{_tail(home.logfile)}")
         if home.ready_file.exists():
-            print(f"== Airflow is up: {config.base_url}", file=out, flush=True)
+            print(
+                f"== Airflow is up: {config.base_url}; it keeps running in the background "
+                "(stop it with `make api-stop` or `python -m dpo_lib services --stop`)",
+                file=out,
+                flush=True,
+            )
             return True
         time.sleep(1.0)
     raise ServicesError(f"the services were not healthy after {config.start_timeout_s:.0f}s:\n{_tail(home.logfile)}")
 
 
+def _wait_ready_file(config: ServiceConfig) -> None:
+    """Wait until the launcher holding the home's lock reports ready (or goes away)."""
+    home = config.airflow_home
+    deadline = time.monotonic() + config.start_timeout_s
+    while not home.ready_file.exists():
+        if not home.launcher_running():
+            raise ServicesError(f"the services of AIRFLOW_HOME={config.home} stopped while starting")
+        if time.monotonic() > deadline:
+            raise ServicesError(f"the services were not ready after {config.start_timeout_s:.0f}s")
+        time.sleep(1.0)
+
+
+def _read_pid(home: AirflowHome) -> str:
+    try:
+        return home.pidfile.read_text().strip() or "?"
+    except FileNotFoundError:
+        return "?"
+
+
 def stop_running(config: ServiceConfig, *, timeout_s: float = STOP_GRACE_S + 15) -> bool:
     """Stop the launcher recorded in ``$AIRFLOW_HOME/dpo-services.pid``; False when none is running."""
     pidfile = config.airflow_home.pidfile
+    if not config.airflow_home.launcher_running():  # a pid file without the lock is stale
+        pidfile.unlink(missing_ok=True)
+        return False
     try:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):

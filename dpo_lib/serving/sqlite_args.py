@@ -1,10 +1,13 @@
-"""Connection arguments for a SQLite metadata database shared by Airflow's four services.
+"""Connection arguments for the scheduler, dag-processor and triggerer on a SQLite metadata database.
 
-Every component (and every task's API call) writes to the same file; SQLite lets one
-writer in at a time and, by default, makes the others give up after 5 seconds with
-"database is locked", which kills whichever component was unlucky. A long busy timeout
-makes them wait their turn instead. The launcher points ``[database]
-sql_alchemy_connect_args`` (and ``_async``) here only when the database is SQLite.
+SQLite lets one writer in at a time; the others wait up to the busy timeout (5 s by default)
+and then fail with "database is locked", which kills whichever Airflow component was waiting.
+Under concurrent runs Airflow 3.3's api-server can hold the lock that long: its audit-log
+dependency commits on the event loop, so a request that waits for the lock stalls every
+other request, including the one whose open transaction holds it, until the timeout breaks
+the knot. The launcher therefore leaves the api-server at SQLite's default (short stalls,
+an occasional 500 that clients retry) and gives the other components this long timeout, so
+they wait out such a stall instead of dying. Used only when the database is SQLite.
 """
 
 BUSY_TIMEOUT_S = 120.0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dpo_lib.orchestration.dag_ids import FINETUNE_DAG_ID
+from dpo_lib.orchestration.names import FINETUNE_DAG_ID
 from dpo_lib.serving.client import AirflowAPI, AirflowAPIError, run_metrics
 
 LOG_TAIL_LINES = 30
@@ -82,15 +82,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_failure(api: AirflowAPI, dag_id: str, run_id: str) -> None:
-    """Which tasks failed, and the end of each one's last log."""
-    for ti in api.task_instances(dag_id, run_id):
-        if _state(ti) not in ("failed", "upstream_failed"):
-            continue
-        print(f"task {ti.task_id}: {_state(ti)} (try {ti.try_number})", file=sys.stderr)
-        if _state(ti) == "failed" and ti.try_number:
-            log = api.task_log(dag_id, run_id, ti.task_id, ti.try_number)
-            for line in log.splitlines()[-LOG_TAIL_LINES:]:
+    """Which tasks failed, with the end of each one's last log, and which never ran because of them."""
+    tis = api.task_instances(dag_id, run_id)
+    for ti in tis:
+        if _state(ti) == "failed":
+            print(f"task {ti.task_id} failed (try {ti.try_number}); the end of its log:", file=sys.stderr)
+            for line in api.task_log(dag_id, run_id, ti.task_id, ti.try_number).splitlines()[-LOG_TAIL_LINES:]:
                 print(f"  {line}", file=sys.stderr)
+    skipped = [ti.task_id for ti in tis if _state(ti) == "upstream_failed"]
+    if skipped:
+        print(f"not run (upstream failed): {', '.join(skipped)}", file=sys.stderr)
 
 
 def _state(obj: Any) -> str:

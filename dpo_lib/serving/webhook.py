@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dpo_lib.orchestration.dag_ids import FINETUNE_DAG_ID
+from dpo_lib.orchestration.names import FINETUNE_DAG_ID
 from dpo_lib.orchestration.request import request_problems
 
 MAX_BODY_BYTES = 64 * 1024
@@ -143,6 +143,7 @@ def _trigger(conf: dict[str, Any], user_name: str) -> Any:
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.models.dag import DagModel
     from airflow.utils.types import DagRunTriggeredByType
+    from sqlalchemy.exc import OperationalError
 
     model = DagModel.get_current(FINETUNE_DAG_ID)
     if model is None:
@@ -159,6 +160,10 @@ def _trigger(conf: dict[str, Any], user_name: str) -> Any:
         return _error(409, str(exc))
     except ValueError as exc:  # e.g. Params Airflow refuses
         return _error(400, str(exc))
+    except OperationalError:  # SQLite's "database is locked" under concurrent writers: try again
+        return JSONResponse(
+            {"detail": "the metadata database is busy; retry shortly"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
 
 def _base_url(request: Request) -> str:

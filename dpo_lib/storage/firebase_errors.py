@@ -39,6 +39,7 @@ def short(exc: BaseException) -> str:
 def translate(uri: str, exc: BaseException, endpoint: str) -> StorageError | None:
     """The storage error for ``exc``, or None when it is not a library error we know."""
     import requests
+    import urllib3
     from google.api_core import exceptions as api
     from google.auth import exceptions as auth
     from google.resumable_media import common as media
@@ -64,6 +65,9 @@ def translate(uri: str, exc: BaseException, endpoint: str) -> StorageError | Non
         exc, (requests.ConnectionError, requests.Timeout, auth.TransportError, ConnectionError, TimeoutError)
     ):
         return StorageUnavailable(uri, f"cannot reach {endpoint}: {short(exc)}")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
+        # The connection broke off mid-transfer: as transient as a refused one, so retried, not taken for bad data.
+        return StorageUnavailable(uri, f"the connection to {endpoint} broke off mid-transfer: {short(exc)}")
     if isinstance(exc, auth.DefaultCredentialsError):
         return AccessDenied(uri, f"no Google credentials found; {HOW_TO_CONFIGURE}")
     if isinstance(exc, auth.RefreshError):

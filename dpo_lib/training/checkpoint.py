@@ -3,15 +3,24 @@
 A checkpoint is assembled in a hidden temporary directory and renamed into
 place only once every file is written and synced, then marked ``COMPLETE``.
 A directory without the marker (a write cut off mid-way on a filesystem whose
-rename is not atomic) is never loaded.
+rename is not atomic) is never loaded. Checkpoints are removed (pruned, or replaced by a
+retry) by renaming them out of the ``step-N`` namespace first, so a deletion cut off
+mid-way cannot leave a ``step-N`` directory with its marker but without its weights.
+Temporary directories a killed process left behind (``.step-N.*.tmp``) are removed when
+the next attempt starts (:func:`remove_stale_temporaries`).
+
+A write that fails because the disk is full raises ``OSError(ENOSPC)`` naming the
+checkpoint, after removing what it had written; the previous checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
+
+from dpo_lib.io import is_disk_full
 
 COMPLETE_MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -77,25 +88,65 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", suffix=".tmp", dir=root))
     try:
         save_model(model, str(tmp / "model.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-            tmp / "optimizer.pt",
-        )
+        with open(tmp / "optimizer.pt", "wb") as f:  # a file object: a full disk surfaces as OSError(ENOSPC)
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}, f
+            )
         (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2))
         for path in tmp.iterdir():
             _fsync(path)
         (tmp / COMPLETE_MARKER).write_text("")
         tmp.chmod(0o755)  # mkdtemp makes it private; a retry may run as another user
         if final.exists():  # a retry re-reaching a step it already saved
-            shutil.rmtree(final)
+            discard(final)
         os.replace(tmp, final)
         _fsync(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(exc, f"checkpoint step-{step}", root)
         raise
-    for _, old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(run_dir, keep)
     return final
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Remove all but the ``keep`` newest complete checkpoints."""
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        discard(old)
+
+
+def discard(path: Path) -> None:
+    """Remove a checkpoint directory: first out of the ``step-N`` namespace (atomic), then its files."""
+    trash = path.with_name(f".discard-{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove what killed writes left behind: hidden ``*.tmp`` entries of the checkpoint folder
+    (checkpoints being saved or discarded), and the run folder's ``.final.*`` and ``.discard-*.tmp``
+    (the final model being saved or replaced).
+
+    Call it only while nothing is being saved in ``run_dir`` (when a run starts). Returns what it removed.
+    """
+    run_dir, root = Path(run_dir), checkpoint_root(run_dir)
+    stale = [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")] if root.is_dir() else []
+    stale += [p for p in run_dir.glob(".final.*") if p.is_dir()] + list(run_dir.glob(".discard-*.tmp"))
+    for path in sorted(stale):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return sorted(stale)
+
+
+def raise_if_disk_full(exc: BaseException, what: str, where: Path) -> None:
+    """Re-raise ``exc`` as ``OSError(ENOSPC)`` naming ``what`` and ``where`` when it says the disk is full."""
+    if isinstance(exc, Exception) and is_disk_full(exc):
+        raise OSError(errno.ENOSPC, f"No space left on device while writing {what}", str(where)) from exc
 
 
 def load_checkpoint(

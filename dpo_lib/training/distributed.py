@@ -57,20 +57,28 @@ class DistributedTrainer(Trainer):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
-        model_state, optim_state = get_state_dict(self.policy, self.optimizer)
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
-        torch.save(checkpoint.rng_state(), tmp / f"rng-{self.rank}.pt")
-        dist.barrier()
+        try:
+            model_state, optim_state = get_state_dict(self.policy, self.optimizer)
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+            with open(tmp / f"rng-{self.rank}.pt", "wb") as f:  # a file object: a full disk is OSError(ENOSPC)
+                torch.save(checkpoint.rng_state(), f)
+            dist.barrier()
+            if self.is_main:
+                with open(tmp / "scheduler.pt", "wb") as f:
+                    torch.save({"scheduler": self.scheduler.state_dict()}, f)
+                (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": self.step}, indent=2))
+                (tmp / checkpoint.COMPLETE_MARKER).write_text("")
+                if final.exists():
+                    checkpoint.discard(final)
+                tmp.chmod(0o755)
+                os.replace(tmp, final)
+        except BaseException as exc:
+            if self.is_main:  # the other processes fail too, or torchrun stops them when this one exits
+                shutil.rmtree(tmp, ignore_errors=True)
+            checkpoint.raise_if_disk_full(exc, f"checkpoint step-{self.step}", root)
+            raise
         if self.is_main:
-            torch.save({"scheduler": self.scheduler.state_dict()}, tmp / "scheduler.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": self.step}, indent=2))
-            (tmp / checkpoint.COMPLETE_MARKER).write_text("")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.chmod(0o755)
-            os.replace(tmp, final)
-            for _, old in checkpoint.list_checkpoints(self.run_dir)[: -self.cfg["keep_checkpoints"]]:
-                shutil.rmtree(old, ignore_errors=True)
+            checkpoint.prune(self.run_dir, self.cfg["keep_checkpoints"])
         dist.barrier()
         return final
 

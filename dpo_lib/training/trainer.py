@@ -163,6 +163,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._check_resumable_config()
+            for stale in checkpoint.remove_stale_temporaries(self.run_dir):
+                log.info("removed %s, left by an interrupted write", stale)
         torch.manual_seed(cfg["seed"])
         self.tokenizer = load_tokenizer(cfg) if train_pairs is None else None
         self._load_data(train_pairs, eval_pairs)
@@ -386,8 +388,8 @@ class Trainer:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; evaluate or an upload may run as another user
-            if final.exists():
-                shutil.rmtree(final)
+            if final.exists():  # out of the way by a rename: a kill now cannot leave a half-deleted final/
+                checkpoint.discard(final)
             tmp.rename(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -86,3 +86,23 @@ def test_importing_the_dag_loads_no_training_library_and_is_fast():
     elapsed, heavy = float(out[0]), out[1] if len(out) > 1 else ""
     assert heavy == ""
     assert elapsed < 1.0
+
+
+def test_each_task_retries_as_suits_it_and_train_runs_in_the_gpu_pool(dag):
+    train = dag.get_task("train")
+    assert train.retries >= 2 and train.retry_exponential_backoff > 1  # a float multiplier in Airflow 3
+    assert train.pool == "gpu" and train.pool_slots == 1
+    stage = dag.get_task("stage_dataset")
+    assert stage.retries >= 2 and stage.retry_exponential_backoff > 1  # storage outages
+    assert dag.get_task("evaluate").retries == 1
+    assert dag.get_task("cleanup").retries >= 1
+    # validate retries outages but raises AirflowFailException (no retry) for a bad request.
+    assert dag.get_task("validate").retries >= 1
+    for task in dag.tasks:
+        assert task.on_execute_callback and task.on_retry_callback  # each try says what it does in its log
+
+
+def test_runs_are_capped_and_the_dag_starts_unpaused(dag):
+    assert dag.max_active_runs == 16
+    assert dag.is_paused_upon_creation is False
+    assert dag.catchup is False

@@ -25,7 +25,7 @@ def test_schema_lists_the_config_group_options():
     schema = request_schema()
     assert "dpo" in schema["properties"]["loss"]["enum"]
     assert "tiny" in schema["properties"]["model"]["enum"]
-    assert schema["properties"]["trainer"]["enum"] == ["basic"]
+    assert schema["properties"]["trainer"]["enum"] == ["basic", "fsdp", "tensor_parallel"]
 
 
 def test_defaults_fill_a_partial_request():

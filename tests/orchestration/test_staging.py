@@ -79,3 +79,19 @@ def test_check_dataset_refuses_paths_outside_the_storage_root(settings):
         staging.check_dataset("../outside.json", settings)
     with pytest.raises(RequestError, match="cannot read"):
         staging.check_dataset("data/missing.json", settings)
+
+
+def test_check_dataset_lets_a_storage_outage_through_to_be_retried(settings, monkeypatch):
+    import dpo_lib.storage
+    from dpo_lib.storage import StorageUnavailable
+
+    class Unreachable:
+        def open_read(self, uri):
+            raise StorageUnavailable(uri, "cannot reach the bucket")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dpo_lib.storage, "get_storage", lambda uri, **kwargs: Unreachable())
+    with pytest.raises(StorageUnavailable):  # not RequestError: validate retries it
+        staging.check_dataset("gs://bucket/prefs.json", settings)

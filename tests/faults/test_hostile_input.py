@@ -1,0 +1,377 @@
+"""Hostile and broken input, fuzzed with hypothesis: datasets through validation and trigger payloads through
+request validation and planning. Neither ever crashes; each answers with a clear error or lets through only
+data that is safe to train on and a command line that means exactly what the request said."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shlex
+import subprocess
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from dpo_lib.config import ConfigError, compose_config
+from dpo_lib.data import validate_cli
+from dpo_lib.data.dataset import open_dataset
+from dpo_lib.data.formats import FORMATS
+from dpo_lib.data.interface import DatasetError
+from dpo_lib.data.toy import make_toy_pairs
+from dpo_lib.orchestration import request as request_module
+from dpo_lib.orchestration import staging
+from dpo_lib.orchestration.request import RequestError, plan_run, validate_request
+from dpo_lib.orchestration.settings import Settings
+
+pytestmark = pytest.mark.faults
+
+# Modest and quick: deadlines off (a loaded machine is not a bug), no example database left in the working tree.
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+# ---- datasets ---------------------------------------------------------------------------------------------------
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+roles = st.sampled_from(["user", "assistant", "system", "tool", "developer", "robot", "", "USER"])
+messages = st.lists(
+    st.fixed_dictionaries({}, optional={"role": roles | json_scalars, "content": st.text(max_size=20) | json_values}),
+    max_size=3,
+)
+fields = st.one_of(st.text(max_size=30), st.just(""), st.just("   "), st.just("\ud800"), json_values, messages,
+                   st.just("\n\nHuman: hi\n\nAssistant: hello"), st.just("\n\nHuman: hi\n\nAssistant:"))  # fmt: skip
+records = st.one_of(
+    st.fixed_dictionaries({}, optional={"prompt": fields, "chosen": fields, "rejected": fields, "extra": json_values}),
+    json_values,
+)
+
+
+def as_array(items: list[Any]) -> bytes:
+    return json.dumps(items).encode()
+
+
+def as_lines(items: list[Any]) -> bytes:
+    return "\n".join(json.dumps(item) for item in items).encode()
+
+
+@st.composite
+def dataset_bytes(draw: st.DrawFn) -> bytes:
+    """A JSON array or JSON Lines of mostly plausible records, then perhaps damaged at the byte level."""
+    items = draw(st.lists(records, max_size=6))
+    data = draw(st.sampled_from([as_array, as_lines]))(items)
+    damage = draw(st.sampled_from(["none", "truncate", "invalid utf-8", "splice", "duplicate keys", "deep"]))
+    if damage == "truncate" and data:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif damage == "invalid utf-8":
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf0\x28\x8c"])) + data[at:]
+    elif damage == "splice":
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(max_size=16)) + data[at:]
+    elif damage == "duplicate keys":
+        record = b'{"prompt": "p", "chosen": "a", "rejected": "b", "chosen": %s}' % json.dumps(draw(fields)).encode()
+        data = (b"[%s]" if draw(st.booleans()) else b"%s\n") % record
+    elif damage == "deep":
+        depth = draw(st.integers(1, 5000))
+        data = b"[" + b"[" * depth + b"]" * draw(st.integers(0, depth)) + b"]"
+    return data
+
+
+def is_usable_text(value: Any) -> bool:
+    """Non-blank text a tokenizer can take: it encodes to UTF-8 (no unpaired surrogates)."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_usable(value: Any) -> bool:
+    """What may reach tokenization: non-blank valid text, or non-empty messages of known roles with such text."""
+    if isinstance(value, list):
+        return bool(value) and all(
+            set(m) == {"role", "content"} and m["role"] in ("system", "developer", "user", "assistant", "tool")
+            and is_usable_text(m["content"])
+            for m in value
+        )  # fmt: skip
+    return is_usable_text(value)
+
+
+def check_validation(data: bytes, format: str | None = None) -> None:
+    dataset = open_dataset(lambda: io.BytesIO(data), format)
+    report, stats = dataset.validate(), dataset.get_stats()
+    json.dumps({**report.to_dict(), "stats": stats.to_dict()})  # what --json prints and XCom carries
+    report.format_text()
+    stats.format_text()
+    assert report.error_count >= len(report.errors) and report.warning_count >= len(report.warnings)
+    assert all(issue.message.strip() and issue.location for issue in report.errors + report.warnings)
+    if not report.ok:
+        assert report.errors
+        with pytest.raises(DatasetError) as info:  # what training calls: bad data never loads
+            open_dataset(lambda: io.BytesIO(data), format).load()
+        assert str(info.value).strip()
+        return
+    pairs = open_dataset(lambda: io.BytesIO(data), format).load()
+    assert len(pairs) == report.record_count == stats.valid_count > 0
+    for pair in pairs:
+        assert is_usable(pair.prompt) and is_usable(pair.chosen) and is_usable(pair.rejected), pair
+        assert pair.chosen != pair.rejected
+
+
+@settings(FUZZ, max_examples=250)
+@given(dataset_bytes(), st.sampled_from([None, *FORMATS]))
+@example(b"", None)
+@example(b"\xef\xbb\xbf", None)
+@example(b"\xff\xfe[\x00]\x00", None)
+@example(b'[{"prompt": "p", "chosen": "a", "rejected": "b"}] trailing', None)
+@example(b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n' + b'{"a":' * 3000 + b"1" + b"}" * 3000, None)
+@example(b'[{"prompt": 1e999, "chosen": 123456789012345678901234567890, "rejected": NaN}]', None)
+@example(b'{"prompt": "p", "chosen": "' + b"9" * 5000 + b'", "rejected": ' + b"9" * 5000 + b"}", None)
+def test_validation_never_crashes_and_only_clean_pairs_get_through(data, format):
+    check_validation(data, format)
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.binary(max_size=200))
+def test_random_bytes_are_reported_invalid_not_crashed_on(data):
+    check_validation(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"prompt": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
+        json.dumps([{"prompt": "p" * 3_000_000, "chosen": "a", "rejected": "b"}]).encode(),
+        b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n' * 20_000,
+    ],
+    ids=["deep-array", "deep-line", "huge-string", "many-duplicates"],
+)
+def test_pathological_datasets_are_answered_quickly_and_clearly(data):
+    check_validation(data)
+
+
+@settings(FUZZ, max_examples=40)
+@given(dataset_bytes(), st.sampled_from([None, *FORMATS, "yaml"]), st.booleans())
+def test_validate_command_exits_0_1_or_2_with_a_message_never_a_traceback(data, format, as_json):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dataset"
+        path.write_bytes(data)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = validate_cli.run(Namespace(source=str(path), format=format, json=as_json))
+    assert code in (validate_cli.EXIT_VALID, validate_cli.EXIT_INVALID, validate_cli.EXIT_UNREADABLE)
+    if code == validate_cli.EXIT_UNREADABLE:
+        assert err.getvalue().startswith(f"error: {path}: ") and "unexpected" not in err.getvalue()
+    elif as_json:
+        assert json.loads(out.getvalue())["ok"] is (code == validate_cli.EXIT_VALID)
+    else:
+        assert out.getvalue().startswith(f"{path}: {'valid' if code == validate_cli.EXIT_VALID else 'INVALID'}")
+
+
+# ---- trigger payloads -------------------------------------------------------------------------------------------
+
+HOSTILE_TEXT = [
+    "../../etc/passwd", "/etc/passwd", "..", ".", "data/../../../etc/shadow", "file:///etc/passwd", "file://host/x",
+    "s3://bucket/key.json", "http://evil.example/x.json", "https://evil.example/x", "ftp://h/x.json",
+    "gs://bucket/../../x.json", "gs://B/x", "%2e%2e/%2e%2e/etc/passwd", "${oc.env:FIREBASE_CREDENTIALS_JSON}",
+    "\\${oc.env:HOME}", "${run_dir}", "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a;rm -rf /", "'; echo x; '",
+    "a' b", '"', "\\", "\\'", "x\ny", "a\x00b", "\ud800", "-rf", "--help", "key=value", "[1,2]", "{a: 1}",
+    "exp/name", "é", "run id with spaces", "x" * 3000,
+]  # fmt: skip
+hostile_text = st.sampled_from(HOSTILE_TEXT) | st.text(max_size=40)
+FREE_TEXT_KEYS = ["model.name", "trainer.attn_implementation"]  # config strings the schema does not constrain
+override_keys = st.sampled_from([
+    "lr", "max_steps", "loss.beta", "seed", "model.name", "trainer.attn_implementation", "truncation_mode",
+    "trainer.device", "run_dir", "datasets.from_uri.uri", "exp_name", "model.name_or_path", "no_such_key",
+    "trainer", "loss", "a.b.c", "1bad", "../x", "",
+]) | st.text(max_size=12)  # fmt: skip
+override_values = st.one_of(json_scalars, hostile_text, st.floats(), st.integers(-(2**70), 2**70), json_values)
+trigger_payloads = st.fixed_dictionaries(
+    {"dataset_uri": st.sampled_from(["data/prefs.json", "gs://bucket/p.jsonl", "file:///srv/p.json"]) | hostile_text},
+    optional={
+        "exp_name": st.sampled_from(["exp", "a.b-c_1"]) | hostile_text,
+        "model": st.sampled_from(["tiny"]) | hostile_text,
+        "loss": st.sampled_from(["dpo", "ipo", "sft"]) | hostile_text,
+        "trainer": st.sampled_from(["basic", "fsdp"]) | hostile_text,
+        "overrides": st.one_of(
+            st.dictionaries(override_keys, override_values, max_size=4),
+            st.dictionaries(st.sampled_from(FREE_TEXT_KEYS), hostile_text, min_size=1),  # reach the trainer's config
+            json_values,
+        ),
+        "unknown": json_values,
+    },
+)
+run_ids = st.sampled_from(["manual__2026-01-01T00:00:00+00:00", "..", "../../x", "/abs", "a/b"]) | st.text(max_size=30)
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("roots")
+    return Settings(workdir=base, local_storage_root=base / "storage", staging_root=base / "staging",
+                    artifacts_root=base / "artifacts", runner="local", python="/opt/py thon/bin/python3")  # fmt: skip
+
+
+def strictly_inside(path: str, root: Path) -> bool:
+    resolved, root = Path(path).resolve(), root.resolve()
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def bash_words(command: str) -> list[str]:
+    """How bash splits ``command`` into words (nothing in it runs: its words only become ``$@``)."""
+    script = f'set -- {command}; printf "%s\\0" "$@"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True, timeout=10).stdout
+    return out.decode("utf-8", "surrogateescape").split("\0")[:-1]
+
+
+@pytest.fixture(scope="module")
+def composed(monkeypatch_module):
+    """Every config plan_run composed, keyed by its overrides (so a test reads it without composing again)."""
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
+    real = request_module.compose_config
+
+    def spy(overrides, *args, **kwargs):
+        cfg = real(overrides, *args, **kwargs)
+        seen[tuple(overrides)] = cfg
+        return cfg
+
+    monkeypatch_module.setattr(request_module, "compose_config", spy)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def config_value(cfg: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@settings(FUZZ, max_examples=120)
+@given(trigger_payloads, run_ids)
+@example({"dataset_uri": "data/x.json", "overrides": {"model.name": "${oc.env:FIREBASE_CREDENTIALS_JSON}"}}, "r")
+@example({"dataset_uri": "data/x.json", "overrides": {"trainer.attn_implementation": "a\\${x}\\'\\"}}, "r")
+@example({"dataset_uri": "data/x.json", "overrides": {"model.name": "$(touch /tmp/pwned) `id` ; | & > <"}}, "r")
+@example({"dataset_uri": "x" * 1_000_000, "overrides": {f"k{i}": i for i in range(10_000)}}, "r")
+@example({"dataset_uri": "d.json", "overrides": {f"bad key {i}": [i] for i in range(5_000)}}, "r")
+def test_requests_are_refused_clearly_or_planned_into_their_own_folders_with_a_faithful_command(
+    roots, composed, conf, run_id
+):
+    try:
+        plan = plan_run(conf, dag_id="dpo_finetune", run_id=run_id, settings=roots)
+    except RequestError as exc:
+        assert str(exc).strip() and len(str(exc)) < 30_000  # clear, and small whatever the body's size
+        event("refused")
+        return
+    event("planned")
+    request = validate_request(conf)
+    assert strictly_inside(plan.staging_dir, roots.staging_root / "dpo_finetune")
+    assert strictly_inside(plan.staged_path, Path(plan.staging_dir))
+    assert strictly_inside(plan.run_dir, roots.artifacts_root / request["exp_name"])
+    argv = [roots.python, "-u", "-m", "dpo_lib", *plan.train_args]
+    assert shlex.split(plan.train_command) == argv
+    assert bash_words(plan.train_command) == argv  # no word split, glob, expansion or command substitution
+    cfg = composed[tuple(plan.train_args[1:])]  # what the trainer composes from the same arguments
+    assert cfg["run_dir"] == plan.run_dir and cfg["datasets"] == {"from_uri": cfg["datasets"]["from_uri"]}
+    assert cfg["datasets"]["from_uri"]["uri"] == plan.staged_path
+    for key, value in request["overrides"].items():
+        assert config_value(cfg, key) == value, key  # read back literally: no interpolation, no escaping left
+
+
+@pytest.mark.parametrize("override", ["lr=nan", "loss.beta=inf", "weight_decay=inf", "max_grad_norm=nan"])
+def test_non_finite_numbers_are_refused_by_the_training_config(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: .* is not a finite number"):
+        compose_config(["exp_name=x", override])  # the CLI's path; a request is refused before it gets here
+
+
+tricky_text = st.text(st.sampled_from("\\'\"${}:$`;|&<>()[]=, \nab") | st.characters(), min_size=1, max_size=60).filter(
+    lambda text: "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)  # refused, rightly
+)
+
+
+@settings(FUZZ, max_examples=40)  # each example composes a config (a fifth of a second)
+@given(st.sampled_from(FREE_TEXT_KEYS), tricky_text)
+@example("model.name", "${oc.env:DPO_FAULTS_PLANTED}")
+@example("model.name", "a\\b")
+@example("trainer.attn_implementation", "\\${x}\\'\\")
+def test_any_text_override_reaches_the_training_config_literally(roots, composed, monkeypatch_module, key, text):
+    monkeypatch_module.setenv("DPO_FAULTS_PLANTED", "a value from the worker's environment")
+    plan = plan_run({"overrides": {key: text}}, dag_id="dpo_finetune", run_id="r", settings=roots)
+    cfg = composed[tuple(plan.train_args[1:])]
+    assert config_value(cfg, key) == text  # not resolved, not unescaped, not doubled
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.one_of(json_values, st.text(), st.binary(), st.lists(json_values)))
+def test_a_request_of_any_shape_is_refused_with_a_request_error_only(conf):
+    with contextlib.suppress(RequestError):
+        validate_request(conf)
+
+
+# ---- dataset_uri against the local storage root -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def storage_root(tmp_path_factory):
+    """A storage root holding data/prefs.json (50 pairs), next to a folder outside it with 30 pairs."""
+    base = tmp_path_factory.mktemp("storage")
+    root, outside = base / "root", base / "outside"
+    (root / "data").mkdir(parents=True)
+    outside.mkdir()
+    (root / "data" / "prefs.json").write_text(json.dumps(make_toy_pairs(50)))
+    (outside / "prefs.json").write_text(json.dumps(make_toy_pairs(30)))
+    (root / "data" / "escape.json").symlink_to(outside / "prefs.json")
+    (root / "data" / "escape-dir").symlink_to(outside)
+    settings_ = Settings(workdir=root, local_storage_root=root, staging_root=base / "staging",
+                         artifacts_root=base / "artifacts", runner="local", python="python3")  # fmt: skip
+    return settings_, outside
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "../outside/prefs.json", "data/../../outside/prefs.json", "{outside}/prefs.json", "file://{outside}/prefs.json",
+        "data/escape.json", "data/escape-dir/prefs.json", "s3://bucket/prefs.json", "http://127.0.0.1:1/prefs.json",
+        "ftp://host/prefs.json", "file://remote-host/data/prefs.json", "data/prefs.json\x00.txt",
+    ],
+)  # fmt: skip
+def test_check_dataset_refuses_uris_that_leave_the_local_root_with_a_request_error(storage_root, uri):
+    settings_, outside = storage_root
+    with pytest.raises(RequestError, match="dataset_uri: cannot read the dataset"):
+        staging.check_dataset(uri.format(outside=outside), settings_)
+
+
+path_parts = st.sampled_from(["..", ".", "data", "prefs.json", "escape.json", "escape-dir", "outside", "", "%2e%2e"])
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.lists(path_parts, min_size=1, max_size=6), st.sampled_from(["", "/", "file://", "file:///", "{root}/"]))
+def test_check_dataset_reads_only_inside_the_local_root(storage_root, parts, prefix):
+    settings_, _ = storage_root
+    uri = prefix.format(root=settings_.local_storage_root) + "/".join(parts)
+    try:
+        report = staging.check_dataset(uri, settings_)
+    except RequestError as exc:
+        assert str(exc).startswith("dataset_uri: ")
+        return
+    assert report["record_count"] == 50  # the dataset inside the root, never the one outside it
