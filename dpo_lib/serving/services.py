@@ -151,7 +151,10 @@ def uses_sqlite(env: Mapping[str, str]) -> bool:
 
 
 def prepare(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> tuple[dict, AdminCredentials]:
-    """Create AIRFLOW_HOME and its secrets, migrate the database, and create the ``gpu`` pool."""
+    """Create AIRFLOW_HOME and its secrets, record the admin's password, and migrate the database.
+
+    (The ``gpu`` pool is made once the api-server answers, by :func:`ensure_gpu_pool`.)
+    """
     home = config.airflow_home
     home.create()
     env = airflow_env(config, home.secrets())

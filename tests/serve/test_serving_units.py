@@ -221,3 +221,24 @@ def test_sqlite_is_recognised_from_the_environment_or_airflow_cfg(tmp_path):
     assert not services.uses_sqlite({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": "cat /run/secrets/db"})
     (tmp_path / "airflow.cfg").write_text("[database]\nsql_alchemy_conn = mysql://u@h/db\n")
     assert not services.uses_sqlite({"AIRFLOW_HOME": str(tmp_path)})
+
+
+def test_webhook_checks_authorization_before_reading_the_body(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from dpo_lib.serving import webhook
+
+    user = SimpleNamespace(get_name=lambda: "viewer")
+
+    async def authenticated(request):
+        return user
+
+    triggered = []
+    monkeypatch.setattr(webhook, "_authenticated_user", authenticated)
+    monkeypatch.setattr(webhook, "_may_trigger", lambda u: False)
+    monkeypatch.setattr(webhook, "_trigger", lambda conf, name: triggered.append(conf))
+    client = TestClient(webhook.create_app())
+
+    answer = client.post("/trigger-finetune", content=b"{not even json")
+    assert answer.status_code == 403 and "viewer" in answer.json()["detail"]
+    assert triggered == []
