@@ -90,8 +90,13 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 # The group owning the Docker socket, so the scheduler and worker (uid 50000) may use it.
 DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 999)
 
-docker-build:  ## build the GPU trainer image and the Airflow image (their default bases come from registries)
-	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) build trainer airflow-init
+DPO_TRAINER_IMAGE ?= dpo-trainer:latest
+DPO_AIRFLOW_IMAGE ?= dpo-airflow:latest
+DOCKER_BUILD_ARGS ?=
+
+docker-build:  ## build the GPU trainer image and the Airflow image (default bases from registries; DOCKER_BUILD_ARGS=...)
+	docker build -f containers/trainer/Dockerfile $(DOCKER_BUILD_ARGS) -t $(DPO_TRAINER_IMAGE) .
+	docker build -f containers/airflow/Dockerfile $(DOCKER_BUILD_ARGS) -t $(DPO_AIRFLOW_IMAGE) .
 
 compose-up: .env  ## deploy on this GPU host: PostgreSQL, Airflow, the trainer image (COMPOSE_PROFILES=celery: + Redis, worker)
 	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) up -d --build

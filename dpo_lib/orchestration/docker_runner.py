@@ -13,6 +13,7 @@ Imported only when a DAG builds its tasks with ``DPO_RUNNER=docker``: it loads t
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,10 @@ class TrainerContainerOperator(DockerOperator):
 
     def execute(self, context: Any) -> Any:
         self.prepare_container(context["ti"])
+        command = self.format_command(self.command)
         self.log.info(
             "running `python -m dpo_lib %s` in a container of %s (secrets passed: %s)",
-            " ".join(self.format_command(self.command) or []), self.image,
+            shlex.join(command) if isinstance(command, list) else command, self.image,
             ", ".join(sorted(self._private_environment)) or "none",
         )  # fmt: skip
         return super().execute(context)
@@ -61,7 +63,7 @@ class TrainerContainerOperator(DockerOperator):
 
         DockerOperator's own ``on_kill`` first stops the container politely, which waits up to
         ten seconds, but Airflow's task supervisor SIGKILLs this process five seconds after its
-        SIGTERM, so the removal would never come. Training loses nothing it cannot redo:
+        SIGTERM, so the removal may never come. Training loses nothing it cannot redo:
         checkpoints are written atomically and a retry resumes from the newest one.
         """
         if self.container is None:

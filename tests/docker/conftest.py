@@ -1,10 +1,10 @@
-"""Session fixtures of the container tests: a Docker daemon and the CPU trainer image."""
+"""Session fixtures of the container tests: a Docker daemon and the two images, built offline."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.docker.docker_host import AIRFLOW_IMAGE, TRAINER_IMAGE, build_offline, docker_daemon
+from tests.docker.docker_host import AIRFLOW_IMAGE, TRAINER_IMAGE, OfflineBuilds, docker_daemon
 
 
 @pytest.fixture(scope="session")
@@ -14,10 +14,17 @@ def docker_host(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trainer_image(docker_host) -> str:
-    return build_offline("trainer", TRAINER_IMAGE)
+def image_builds(docker_host, tmp_path_factory):
+    builds = OfflineBuilds({"trainer": TRAINER_IMAGE, "airflow": AIRFLOW_IMAGE}, tmp_path_factory.mktemp("builds"))
+    yield builds
+    builds.close()
 
 
 @pytest.fixture(scope="session")
-def airflow_image(docker_host) -> str:
-    return build_offline("airflow", AIRFLOW_IMAGE)
+def trainer_image(image_builds) -> str:
+    return image_builds.wait("trainer")
+
+
+@pytest.fixture(scope="session")
+def airflow_image(image_builds) -> str:
+    return image_builds.wait("airflow")

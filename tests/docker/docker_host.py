@@ -84,18 +84,38 @@ def _remove_stale_pidfile() -> None:
         DOCKERD_PIDFILE.unlink(missing_ok=True)
 
 
-def build_offline(image: str, tag: str) -> str:
-    """``containers/build-offline.sh``: the image's own Dockerfile on the local base, layers cached."""
-    result = subprocess.run(
-        [str(REPO / "containers" / "build-offline.sh"), image, tag],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"building {tag} failed:\n{(result.stdout + result.stderr)[-5000:]}")
-    return tag
+class OfflineBuilds:
+    """Both images built by ``containers/build-offline.sh`` at once (after the shared base image).
+
+    Much of a cold build waits on the network, apt and pip, so two builds side by side take
+    little more than the longer one. ``wait(image)`` returns the tag once that build succeeded.
+    """
+
+    def __init__(self, images: dict[str, str], log_dir: Path) -> None:
+        base = subprocess.run(
+            [str(REPO / "containers" / "base" / "build-base-image.sh")], capture_output=True, text=True, timeout=1800
+        )
+        if base.returncode != 0:
+            raise RuntimeError(f"building the base image failed:\n{(base.stdout + base.stderr)[-5000:]}")
+        self.tags = images
+        self.logs = {image: log_dir / f"build-{image}.log" for image in images}
+        self.procs = {}
+        for image, tag in images.items():
+            with open(self.logs[image], "wb") as log:
+                self.procs[image] = subprocess.Popen(
+                    [str(REPO / "containers" / "build-offline.sh"), image, tag],
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+
+    def wait(self, image: str) -> str:
+        if self.procs[image].wait(timeout=1800) != 0:
+            raise RuntimeError(f"building {self.tags[image]} failed:\n{self.logs[image].read_text()[-5000:]}")
+        return self.tags[image]
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.wait(timeout=1800)
 
 
 def image_user(tag: str) -> str:

@@ -32,6 +32,9 @@ def compose_config(
     )  # fmt: skip
 
 
+needs_compose = pytest.mark.slow  # installs Debian's docker-compose when missing
+
+
 @pytest.fixture(scope="module")
 def config() -> dict:
     result = compose_config("--profile", "celery")
@@ -39,6 +42,7 @@ def config() -> dict:
     return yaml.safe_load(result.stdout)
 
 
+@needs_compose
 def test_the_compose_file_is_valid_with_and_without_the_celery_profile(config):
     assert set(config["services"]) == {
         "postgres", "redis", "airflow-init", *AIRFLOW_SERVICES, "airflow-worker", "trainer",
@@ -49,12 +53,14 @@ def test_the_compose_file_is_valid_with_and_without_the_celery_profile(config):
     assert compose_config().returncode == 0  # and without the profile
 
 
+@needs_compose
 def test_a_missing_secret_is_refused_naming_it():
     result = compose_config(secrets=False)
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr or "AIRFLOW_" in result.stderr
 
 
+@needs_compose
 def test_only_the_services_that_run_tasks_get_the_docker_socket(config):
     with_socket = {
         name for name, service in config["services"].items()
@@ -66,6 +72,7 @@ def test_only_the_services_that_run_tasks_get_the_docker_socket(config):
         assert config["services"][name]["user"] == "50000:0"
 
 
+@needs_compose
 def test_long_running_services_have_healthchecks_and_wait_for_the_init(config):
     services = config["services"]
     for name in ("postgres", "redis", *AIRFLOW_SERVICES, "airflow-worker"):
@@ -75,6 +82,7 @@ def test_long_running_services_have_healthchecks_and_wait_for_the_init(config):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
+@needs_compose
 def test_airflow_runs_train_in_trainer_containers_on_the_shared_volumes(config):
     volumes = config["volumes"]
     scheduler = config["services"]["airflow-scheduler"]
