@@ -11,18 +11,11 @@ from dpo_lib.orchestration.containers import DAG_LABEL, RUN_LABEL, TASK_LABEL, T
 from dpo_lib.orchestration.docker_runner import TrainerContainerOperator, device_requests, shm_bytes
 from dpo_lib.orchestration.runners import args_key, command_task
 from dpo_lib.orchestration.settings import DockerSettings, Settings
+from tests.settings_under import settings_under
 
 
 def make_settings(tmp_path, **docker) -> Settings:
-    return Settings(
-        workdir=tmp_path,
-        local_storage_root=tmp_path,
-        staging_root=tmp_path / "staging",
-        artifacts_root=tmp_path / "artifacts",
-        runner="docker",
-        python="/usr/bin/python3",
-        docker=DockerSettings(**docker),
-    )
+    return settings_under(tmp_path, runner="docker", docker=DockerSettings(**docker))
 
 
 def mounts_by_target(operator) -> dict[str, dict]:

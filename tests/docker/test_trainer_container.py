@@ -11,18 +11,16 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 
 from dpo_lib.orchestration.containers import RUN_LABEL, remove_stray_containers
 from dpo_lib.orchestration.runners import command_task
-from dpo_lib.orchestration.settings import DockerSettings, Settings
+from dpo_lib.orchestration.settings import DockerSettings
 from tests.docker.docker_host import containers_with_labels, docker
+from tests.settings_under import settings_under
 
 pytestmark = pytest.mark.slow
 
 
 def operator(tmp_path, image: str, run_id: str, **kwargs):
-    settings = Settings(
-        workdir=tmp_path,
-        local_storage_root=tmp_path,
-        staging_root=tmp_path / "staging",
-        artifacts_root=tmp_path / "artifacts",
+    settings = settings_under(
+        tmp_path,
         runner="docker",
         python="python3",
         docker=DockerSettings(image=image, gpus="none", shm_size="64m", mount_tmp_dir=False),

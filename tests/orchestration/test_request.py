@@ -6,19 +6,13 @@ import shlex
 import pytest
 
 from dpo_lib.orchestration.request import RequestError, hydra_value, plan_run, request_schema, validate_request
-from dpo_lib.orchestration.settings import Settings, path_safe
+from dpo_lib.orchestration.settings import path_safe
+from tests.settings_under import settings_under
 
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(
-        workdir=tmp_path,
-        local_storage_root=tmp_path,
-        staging_root=tmp_path / "staging",
-        artifacts_root=tmp_path / "artifacts",
-        runner="local",
-        python="/usr/bin/python3",
-    )
+    return settings_under(tmp_path)
 
 
 def test_schema_lists_the_config_group_options():

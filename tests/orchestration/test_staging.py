@@ -8,21 +8,14 @@ import pytest
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import staging
 from dpo_lib.orchestration.request import RequestError, plan_run
-from dpo_lib.orchestration.settings import Settings
+from tests.settings_under import settings_under
 
 
 @pytest.fixture
 def settings(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "prefs.json").write_text(json.dumps(make_toy_pairs(50)))
-    return Settings(
-        workdir=tmp_path,
-        local_storage_root=tmp_path,
-        staging_root=tmp_path / "staging",
-        artifacts_root=tmp_path / "artifacts",
-        runner="local",
-        python="python3",
-    )
+    return settings_under(tmp_path, python="python3")
 
 
 def plan(settings, run_id="run-1", uri="data/prefs.json"):

@@ -1,0 +1,19 @@
+"""Pipeline settings with every folder under one test directory."""
+
+from pathlib import Path
+from typing import Any
+
+from dpo_lib.orchestration.settings import Settings
+
+
+def settings_under(root: Path, **overrides: Any) -> Settings:
+    """Workdir, storage root, staging and artifacts all inside ``root``; any field can be overridden."""
+    fields = {
+        "workdir": root,
+        "local_storage_root": root,
+        "staging_root": root / "staging",
+        "artifacts_root": root / "artifacts",
+        "runner": "local",
+        "python": "/usr/bin/python3",
+    }
+    return Settings(**{**fields, **overrides})
