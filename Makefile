@@ -50,8 +50,9 @@ demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (
 	$(AIRFLOW) dags test dpo_finetune -c '$(DEMO_CONF)'
 	@echo; echo "== final metrics =="; $(PY) -m dpo_lib metrics artifacts/runs/demo
 
-test: setup  ## run the test suite
-	$(PY) -m pytest -q
+test: setup  ## run the whole test suite: everything but the fault tests, then `make test-faults`
+	$(PY) -m pytest -q -m "not faults"
+	$(MAKE) --no-print-directory test-faults
 
 test-faults: setup  ## the fault tests: kills, outages, full disks, hostile input, planted secrets (docs/reliability.md)
 	$(PY) -m pytest -q -m faults

@@ -17,7 +17,7 @@ run() {  # run NAME COMMAND...
   fi
 }
 ours="python3 -m dpo_lib bench --steps 20 --warmup 8"
-fast="--compile --attn flex_attention"   # packing and the chunked head are on by default
+fast="--compile --attn varlen"   # packing and the chunked head are on by default
 trl="--steps 20 --warmup 8"
 case $mode in
   quick)
@@ -30,9 +30,10 @@ case $mode in
     run trl_precompute python3 bench/trl_dpo.py $trl --precompute-ref
     run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing ;;
   ablations)  # each speed feature off, one at a time, against ours_live
-    run ours_no_compile $ours --attn flex_attention
-    run ours_packing_dense_mask $ours --compile
-    run ours_no_packing $ours --compile --no-packing --warmup 12
+    run ours_flex_attention $ours --compile --attn flex_attention
+    run ours_no_compile $ours --attn varlen
+    run ours_packing_dense_mask $ours --compile --attn sdpa
+    run ours_no_packing $ours --compile --no-packing --attn sdpa --warmup 12
     run ours_full_logits $ours $fast --logp-chunk-size 0 ;;
   fsdp)
     run fsdp1 $ours $fast --strategy fsdp --processes 1

@@ -12,6 +12,7 @@ over the device's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -47,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precompute-ref", action="store_true")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on cuda")
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--attn", default="auto", help="attention implementation (auto: flex_attention on cuda)")
+    parser.add_argument("--attn", default="auto", help="attention implementation (auto: varlen on cuda)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="profile the timed steps: a Chrome trace in DIR, the top kernels on stderr")  # fmt: skip
 
 
 def random_pairs(n: int, args: argparse.Namespace, vocab_size: int, seed: int):
@@ -135,19 +138,25 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    step_times, tokens = [], 0
-    for step in range(args.warmup + args.steps):
-        started = time.perf_counter()
-        _, _, step_tokens = trainer.train_step(MeanTracker())
-        if step >= args.warmup:
-            step_times.append(time.perf_counter() - started)
-            tokens += step_tokens
+    # Steps queue GPU work without waiting for it, as in training; the device is synced only
+    # around the timed steps, and per-step times come from CUDA events on the same stream.
+    for _ in range(args.warmup):
+        trainer.train_step(MeanTracker())
+    with profiled(args.profile, trainer) as profiler:
+        timer = StepTimer(trainer)
+        tokens = 0
+        for _ in range(args.steps):
+            timer.mark()
+            tokens += trainer.train_step(MeanTracker())[2]
+        step_times, timed_s = timer.finish()
+    if profiler is not None and trainer.is_main:
+        report_profile(profiler, args.profile, timed_s)
 
     device = trainer.device
     totals = trainer.all_reduce_sum(torch.tensor([float(tokens)], device=device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     peak = float(_all_reduce_max(trainer, torch.tensor([peak], device=device)))
-    tokens_per_s = float(totals[0]) / sum(step_times)
+    tokens_per_s = float(totals[0]) / timed_s
     policy = trainer.policy.causal_lm
     n_params = sum(p.numel() for p in policy.parameters()) - policy.get_input_embeddings().weight.numel()
     if trainer.world_size > 1 and args.strategy != "basic":
@@ -180,12 +189,73 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
         "mfu": round(tokens_per_s * flops_per_token / peak_flops, 4) if device.type == "cuda" else None,
         "peak_mem_gib": round(peak, 2),
         "torch": torch.__version__,
+        "profiled": args.profile is not None,
     }
     if trainer.is_main:
         print(json.dumps(result), flush=True)
     if trainer.world_size > 1:
         torch.distributed.destroy_process_group()
     return 0
+
+
+@contextlib.contextmanager
+def profiled(out_dir: Path | None, trainer):
+    """A torch.profiler session over the block when ``out_dir`` is given, else nothing."""
+    if out_dir is None:
+        yield None
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as profiler:
+        yield profiler
+
+
+def report_profile(profiler, out_dir: Path, timed_s: float) -> None:
+    """The trace file, the share of the time the device was busy, and the ops that took it, on stderr."""
+    from torch.autograd import DeviceType
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(out_dir / "trace.json"))
+    kernel_us = sum(e.time_range.elapsed_us() for e in profiler.events() if e.device_type == DeviceType.CUDA)
+    table = profiler.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+    (out_dir / "top_ops.txt").write_text(table)
+    print(table, file=sys.stderr)
+    print(f"device busy {kernel_us / 1e6:.3f} s of {timed_s:.3f} s timed ({kernel_us / 1e4 / timed_s:.1f}%)",
+          file=sys.stderr)  # fmt: skip
+
+
+class StepTimer:
+    """Wall time of a run of steps, and each step's duration on the device's stream."""
+
+    def __init__(self, trainer) -> None:
+        import torch
+
+        self.cuda = trainer.device.type == "cuda"
+        self.trainer = trainer
+        self.marks: list = []
+        trainer.synchronize()
+        self.started = time.perf_counter()
+        self._event = (lambda: torch.cuda.Event(enable_timing=True)) if self.cuda else None
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = self._event()
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def finish(self) -> tuple[list[float], float]:
+        """Per-step seconds and the total, after waiting for the last step."""
+        self.mark()
+        self.trainer.synchronize()
+        total = time.perf_counter() - self.started
+        if self.cuda:
+            steps = [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        else:
+            steps = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        return steps, total
 
 
 def _all_reduce_max(trainer, tensor):

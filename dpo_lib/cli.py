@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+
+# Set (to "1") by the local runner for the commands an Airflow task runs. Airflow starts them in a
+# session of their own, so when the task's process dies without stopping them (the scheduler, and
+# with it the LocalExecutor's supervisors, killed or crashed), nothing else would: a trainer would
+# train on, unseen, while the task's retry resumes in the same run directory. With this set the
+# kernel sends the command SIGTERM when the process that started it dies.
+EXIT_WITH_PARENT_ENV = "DPO_EXIT_WITH_PARENT"
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints usage or a clear "invalid choice" error
         return 2
     name, rest = argv[0], argv[1:]
-    from dpo_lib.training.launch import bind_worker_to_torchrun  # no torch: a few lines of ctypes
+    from dpo_lib.training.launch import bind_worker_to_torchrun, die_with_parent  # no torch: ctypes
 
+    if os.environ.get(EXIT_WITH_PARENT_ENV) == "1" and "LOCAL_RANK" not in os.environ:
+        die_with_parent(signal.SIGTERM)  # started by an Airflow task: must not outlive it (see below)
     bind_worker_to_torchrun()  # a worker torchrun started must not outlive it
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"python -m dpo_lib {name}", description=COMMANDS[name][1])

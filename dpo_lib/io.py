@@ -31,6 +31,22 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> None
         raise
 
 
+def make_readable_by_all(folder: str | Path) -> None:
+    """Give ``folder``, and everything under it, the modes :func:`atomic_write_bytes` gives a file:
+    0755 for folders, 0644 for files (symlinks are left alone).
+
+    For a folder assembled in a temporary directory before it is renamed into place (a
+    checkpoint, the final model): ``mkdtemp`` makes the folder 0700, and libraries choose their
+    files' modes themselves (safetensors writes ``model.safetensors`` 0600 whatever the umask), so
+    a retry, ``evaluate`` or a trainer container running as another user could not read them.
+    """
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

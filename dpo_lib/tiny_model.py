@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from dpo_lib.data.toy import toy_corpus
+from dpo_lib.io import make_readable_by_all
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -77,9 +78,8 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, num_layers: 
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the model is meant to be shared
-        for file in tmp.iterdir():  # transformers writes model.safetensors 0600; trainer containers run as another uid
-            file.chmod(0o644)
+        # mkdtemp makes it private and safetensors writes model.safetensors 0600; trainer containers run as another uid
+        make_readable_by_all(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -16,6 +16,7 @@ The completion always ends with the EOS token unless step 2 cut it off.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,11 @@ def _sequences(pairs: list[TokenizedPair]) -> list[tuple[list[int], int]]:
     return chosen + rejected
 
 
+def longest_sequence(pairs: list[TokenizedPair]) -> int:
+    """Tokens in the longest chosen or rejected sequence (prompt included) of ``pairs``."""
+    return max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+
+
 def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, Any]:
     """Right-padded tensors for one forward over ``[chosen_1..chosen_B, rejected_1..rejected_B]``.
 
@@ -115,13 +121,21 @@ def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, An
     }
 
 
-def pack_pairs(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of: int = 64) -> dict[str, Any]:
+def pack_pairs(
+    pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of: int = 64, max_seq_len: int | None = None
+) -> dict[str, Any]:
     """All 2B sequences back to back in one row: no padding between them, so no wasted compute.
 
     ``position_ids`` restart at 0 for each sequence; that is how the model's attention keeps
     sequences from seeing each other (Hugging Face models build a block-diagonal causal mask
     from it when no attention mask is passed). The row is padded at the end to a multiple of
     ``pad_to_multiple_of`` so compiled kernels see few distinct shapes.
+
+    For varlen attention the batch also carries ``cu_seq_lens``, where each sequence starts
+    (2B + 2 entries: the tail padding is one more sequence, possibly empty, so the shape never
+    changes), and ``max_seq_len``, a bound on their lengths: pass the dataset's (see
+    :func:`longest_sequence`) so that it too is the same in every batch, else the next power
+    of two of this batch's. Values that change between batches would recompile compiled code.
     """
     import torch
 
@@ -142,6 +156,9 @@ def pack_pairs(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of
         sequence_ids[0, at : at + n] = i
         at += n
     position_ids[0, at:] = torch.arange(width - at)  # the tail padding is one more (ignored) sequence
+    lengths = [len(ids) for ids, _ in sequences] + [width - total]
+    cu_seq_lens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    longest = max(max(lengths), max_seq_len or 0)
     return {
         "input_ids": input_ids,
         "position_ids": position_ids,
@@ -149,4 +166,6 @@ def pack_pairs(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of
         "sequence_ids": sequence_ids,
         "num_sequences": len(sequences),
         "num_tokens": total,
+        "cu_seq_lens": cu_seq_lens,
+        "max_seq_len": longest if max_seq_len else max(128, 1 << (longest - 1).bit_length()),
     }

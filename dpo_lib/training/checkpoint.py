@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from dpo_lib.io import is_disk_full
+from dpo_lib.io import is_disk_full, make_readable_by_all
 
 COMPLETE_MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -96,7 +96,7 @@ def save_checkpoint(
         for path in tmp.iterdir():
             _fsync(path)
         (tmp / COMPLETE_MARKER).write_text("")
-        tmp.chmod(0o755)  # mkdtemp makes it private; a retry may run as another user
+        make_readable_by_all(tmp)  # mkdtemp and safetensors make them private; a retry may run as another user
         if final.exists():  # a retry re-reaching a step it already saved
             discard(final)
         os.replace(tmp, final)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_lib.data.pair import PreferencePair
-from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, pack_pairs, tokenize_pair
+from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, longest_sequence, pack_pairs, tokenize_pair
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class PairBatches:
         self.packing = packing
         self.shuffle = shuffle
         self._epoch, self._order = -1, list(range(len(pairs)))
+        # One bound on sequence length for every packed batch, so compiled attention sees one value.
+        self._longest = max(128, 1 << (longest_sequence(pairs) - 1).bit_length())
 
     def position(self, index: int) -> dict[str, int]:
         return {"micro_batch": index, "epoch": index // self.batches_per_epoch}
@@ -117,8 +119,11 @@ class PairBatches:
         counted = bool(mine)
         if not mine:  # a ragged evaluation batch with fewer pairs than processes: compute, don't count
             mine = ids[:1]
-        collate = pack_pairs if self.packing else collate_pairs
-        batch = collate([self.pairs[i] for i in mine], self.pad_token_id)
+        chosen = [self.pairs[i] for i in mine]
+        if self.packing:
+            batch = pack_pairs(chosen, self.pad_token_id, max_seq_len=self._longest)
+        else:
+            batch = collate_pairs(chosen, self.pad_token_id)
         batch["pair_indices"] = torch.tensor(mine, dtype=torch.long)
         batch["counted"] = counted
         return batch

@@ -9,6 +9,7 @@ layout and with the same atomic commit as the single-device trainer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,9 +20,12 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 from dpo_lib.config import ConfigError
+from dpo_lib.io import make_readable_by_all
 from dpo_lib.training import checkpoint
 from dpo_lib.training.logps import SequenceLogpModel
 from dpo_lib.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 class DistributedTrainer(Trainer):
@@ -40,6 +44,9 @@ class DistributedTrainer(Trainer):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         self.mesh = init_device_mesh(device.type, (self.world_size,))
+        if self.rank == 0:
+            log.info("%s: world size %d, backend %s on %s", self.trainer_cfg["name"], self.world_size,
+                     dist.get_backend(), device.type)  # fmt: skip
         return device
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -70,7 +77,7 @@ class DistributedTrainer(Trainer):
                 (tmp / checkpoint.COMPLETE_MARKER).write_text("")
                 if final.exists():
                     checkpoint.discard(final)
-                tmp.chmod(0o755)
+                make_readable_by_all(tmp)  # a retry or evaluate may run as another user
                 os.replace(tmp, final)
         except BaseException as exc:
             if self.is_main:  # the other processes fail too, or torchrun stops them when this one exits

@@ -23,6 +23,7 @@ from typing import Any
 MULTI_PROCESS = {"fsdp", "tensor_parallel"}
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+LOOPBACK = "127.0.0.1"  # one node: its processes meet on the loopback interface
 
 
 def needs_launch(cfg: dict[str, Any]) -> bool:
@@ -75,7 +76,9 @@ def relaunch_under_torchrun(cfg: dict[str, Any], argv: list[str], command: str =
     """Run ``python -m torch.distributed.run ... -m dpo_lib <command> <argv>``; returns its exit status."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    # --local-addr: the rendezvous store is advertised at the loopback address, not at this host's
+    # name, which does not resolve in a container without a network (DPO_DOCKER_NETWORK=none).
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--local-addr={LOOPBACK}",
                f"--nproc_per_node={process_count(cfg['trainer'])}", "-m", "dpo_lib", command, *argv]  # fmt: skip
     print(f"launching: {' '.join(command)}", flush=True)
     launcher, prctl = os.getpid(), _prctl()

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import torch
 
 from dpo_lib.data.tokenize import IGNORE_INDEX
+from dpo_lib.training.attention import NAME as VARLEN
+from dpo_lib.training.attention import packed_kwargs
 
 
 class PairLogps(NamedTuple):
@@ -114,11 +116,13 @@ class SequenceLogpModel(torch.nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> PairLogps:
         decoder = self.causal_lm.get_decoder()
+        boundaries = packed_kwargs(batch) if self.causal_lm.config._attn_implementation == VARLEN else {}
         hidden = decoder(
             input_ids=batch["input_ids"],
             attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"),
             use_cache=False,
+            **boundaries,
         ).last_hidden_state
         targets = shift_targets(batch["labels"])
         weight = self.causal_lm.get_output_embeddings().weight

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,31 @@ def pair_metrics(out: LossOutput, logps: PairLogps) -> dict[str, torch.Tensor]:
 
 
 class MeanTracker:
-    """Running means over pairs, so uneven batch sizes weigh correctly."""
+    """Running means over pairs, so uneven batch sizes weigh correctly.
+
+    The sums stay on the values' device: adding never waits for the GPU, which would stall
+    the queue of work every micro-batch. Reading them (``totals``) is the one sync, at log time.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
         for name, v in values.items():
-            self.sums[name] += float(v.float().sum())
+            total = v.detach().float().sum()
+            self.sums[name] = self.sums[name] + total if name in self.sums else total
         self.count += len(next(iter(values.values())))
 
+    def totals(self, device: torch.device | None = None) -> tuple[list[str], torch.Tensor]:
+        """Metric names and one tensor of their sums followed by the pair count, on ``device``."""
+        names = sorted(self.sums)
+        sums = [self.sums[n].to(device) for n in names]
+        return names, torch.stack([*sums, torch.tensor(float(self.count), device=device)])
+
     def means(self) -> dict[str, float]:
-        return {name: total / max(self.count, 1) for name, total in self.sums.items()}
+        names, totals = self.totals()
+        return {name: float(totals[i]) / max(self.count, 1) for i, name in enumerate(names)}
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -27,9 +27,9 @@ import torch
 
 from dpo_lib.config import ConfigError
 from dpo_lib.data.tokenize import TokenizedPair
-from dpo_lib.io import atomic_write_json
+from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import compute_loss, needs_reference
-from dpo_lib.training import checkpoint
+from dpo_lib.training import attention, checkpoint
 from dpo_lib.training.data import PairBatches, load_splits, tokenize_all
 from dpo_lib.training.logps import PairLogps, SequenceLogpModel
 from dpo_lib.training.metrics import MeanTracker, pair_metrics, update_metrics
@@ -54,6 +54,10 @@ def load_causal_lm(
 
     attn = trainer_cfg.get("attn_implementation", "sdpa")
     attn = "sdpa" if attn == "auto" else attn
+    if attn == attention.NAME:
+        if not trainer_cfg.get("packing"):
+            raise ConfigError("trainer.attn_implementation: varlen needs trainer.packing: true")
+        attention.register()
     path = Path(name_or_path)
     if path.is_dir() and (path / "config.json").exists() and not any(path.glob("*.safetensors")):
         config = AutoConfig.from_pretrained(path)
@@ -90,8 +94,10 @@ def resolve_device(trainer_cfg: dict[str, Any]) -> torch.device:
 def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Settle the ``auto`` feature switches for ``device``: the fast path on GPUs, the simple one on CPUs.
 
-    Packing only pays with an attention kernel that skips the masked-out blocks (flex
-    attention, compiled); on a CPU the dense packed mask costs more than padding does.
+    Packing only pays with an attention kernel that computes nothing across sequences:
+    FlashAttention on the packer's sequence boundaries (``varlen``), or flex attention's block
+    mask where this PyTorch lacks the former; on a CPU the dense packed mask costs more than
+    padding does.
     """
     on_gpu = device.type == "cuda"
     cfg = dict(trainer_cfg)
@@ -99,7 +105,8 @@ def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str,
         if cfg.get(key, "auto") == "auto":
             cfg[key] = on_gpu
     if cfg.get("attn_implementation", "auto") == "auto":
-        cfg["attn_implementation"] = "flex_attention" if on_gpu and cfg["packing"] else "sdpa"
+        packed_kernel = attention.NAME if attention.available_on_gpu() else "flex_attention"
+        cfg["attn_implementation"] = packed_kernel if on_gpu and cfg["packing"] else "sdpa"
     return cfg
 
 
@@ -295,17 +302,21 @@ class Trainer:
             started = time.perf_counter()
             grad_norm, lr, tokens = self.train_step(window)
             window_tokens += tokens
+            logging_now = self.step % cfg["log_every"] == 0 or self.step == max_steps
+            if logging_now:
+                # Steps only queue GPU work; waiting for it here makes the window's time true.
+                self.synchronize()
             elapsed = time.perf_counter() - started
             window_time += elapsed
             step_times.append(elapsed)
 
-            if self.step % cfg["log_every"] == 0 or self.step == max_steps:
+            if logging_now:
                 means = self.reduce_means(window)
                 all_tokens = float(self.all_reduce_sum(torch.tensor(float(window_tokens), device=self.device)))
                 train_metrics = {**means, "grad_norm": float(grad_norm), "lr": lr,
                                  "tokens_per_s": all_tokens / max(window_time, 1e-9)}  # fmt: skip
                 recent = step_times[-cfg["log_every"] :]
-                eta = (max_steps - self.step) * sum(recent) / len(recent)
+                eta = (max_steps - self.step) * sum(recent) / len(recent)  # true as a window's sum (it ends synced)
                 if self.is_main:
                     log.info(
                         "step %d/%d loss %.4f reward_acc %.3f margin %.3f grad_norm %.3f lr %.2e tokens/s %.0f ETA %s",
@@ -334,7 +345,9 @@ class Trainer:
         """One optimizer step over gradient_accumulation_steps micro-batches.
 
         Adds per-pair metric values to ``tracker``; returns the gradient norm (before
-        clipping), the learning rate used, and this process's real tokens.
+        clipping; a device tensor, so reading it waits for the step), the learning rate
+        used, and this process's real tokens. Nothing here waits for the GPU: the next
+        batch is built while this step's kernels still run.
         """
         accum, tokens = self.cfg["gradient_accumulation_steps"], 0
         for micro in range(accum):
@@ -349,14 +362,16 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
         return grad_norm, lr, tokens
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a no-op on CPUs)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def reduce_means(self, tracker: MeanTracker) -> dict[str, float]:
         """Means over every process's pairs."""
-        names = sorted(tracker.sums)
-        totals = torch.tensor([tracker.sums[n] for n in names] + [float(tracker.count)], device=self.device)
+        names, totals = tracker.totals(self.device)
         totals = self.all_reduce_sum(totals)
         count = max(float(totals[-1]), 1.0)
         return {name: float(totals[i]) / count for i, name in enumerate(names)}
@@ -387,7 +402,8 @@ class Trainer:
             causal_lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it private; evaluate or an upload may run as another user
+            # mkdtemp and safetensors make them private; evaluate or an upload may run as another user
+            make_readable_by_all(tmp)
             if final.exists():  # out of the way by a rename: a kill now cannot leave a half-deleted final/
                 checkpoint.discard(final)
             tmp.rename(final)

@@ -8,6 +8,7 @@ through the real Hydra + JSON Schema path, with ``run_dir`` in its own temporary
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,15 @@ def trained_run(tiny_model_dir: Path, toy_dataset: Path, tmp_path_factory: pytes
     cfg = compose_test_config(tiny_model_dir, toy_dataset, run_dir, "max_steps=30", "log_every=5", "eval_every=30")
     train(cfg)
     return run_dir
+
+
+def unreadable_by_others(folder: Path) -> list[str]:
+    """Entries under ``folder`` that another user (neither its owner nor in its group) could not read:
+    files without o+r, folders without o+rx."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        needed = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
+        mode = path.stat().st_mode
+        if mode & needed != needed:
+            found.append(f"{path.relative_to(folder)} {stat.filemode(mode)}")
+    return found

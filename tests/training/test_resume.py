@@ -17,7 +17,7 @@ from dpo_lib.training.checkpoint import COMPLETE_MARKER, latest_checkpoint, list
 from dpo_lib.training.metrics import read_metrics
 from dpo_lib.training.runner import train
 from dpo_lib.training.trainer import BasicTrainer
-from tests.training.conftest import compose_test_config
+from tests.training.conftest import compose_test_config, unreadable_by_others
 
 # warmup crosses the resume point, so the scheduler's state matters as much as the optimizer's
 RESUME_SETTINGS = ("warmup_steps=15", "log_every=5", "checkpoint_every=10", "keep_checkpoints=2")
@@ -206,3 +206,5 @@ def test_checkpoint_directory_is_readable_by_other_users(small_training_state, t
     model, optimizer, scheduler = small_training_state
     path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {}, keep=1)
     assert path.stat().st_mode & 0o055 == 0o055
+    # and its files: safetensors writes model.safetensors 0600, whatever the umask
+    assert unreadable_by_others(path) == []

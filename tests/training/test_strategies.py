@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from dpo_lib.training.trainer import BasicTrainer
+from tests.training.conftest import unreadable_by_others
 
 COMPARED = ("loss", "logps/chosen", "logps/rejected", "rewards/margins", "grad_norm")
 
@@ -34,6 +35,7 @@ def batch_logps(trainer: BasicTrainer, index: int = 0):
         ["trainer.packing=true", "trainer.logp_chunk_size=null"],
         ["trainer.packing=false", "trainer.logp_chunk_size=7"],
         ["trainer.packing=true", "trainer.logp_chunk_size=1024"],
+        ["trainer.packing=true", "trainer.attn_implementation=varlen", "trainer.logp_chunk_size=1024"],
     ],
 )
 def test_packing_and_chunked_head_leave_logps_unchanged(make_config, features):
@@ -112,10 +114,18 @@ def basic_run(cli_base, tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "tensor_parallel"])
-def test_distributed_strategies_match_basic_on_the_same_batch(cli_base, basic_run, strategy, tmp_path):
+@pytest.mark.parametrize(
+    ("strategy", "features"),
+    [
+        ("fsdp", []),
+        ("tensor_parallel", []),
+        # Packed rows with varlen attention, each process holding half of the heads.
+        ("tensor_parallel", ["trainer.packing=true", "trainer.attn_implementation=varlen"]),
+    ],
+)
+def test_distributed_strategies_match_basic_on_the_same_batch(cli_base, basic_run, strategy, features, tmp_path):
     run_cli([*cli_base, "max_steps=1", "checkpoint_every=0", f"trainer={strategy}", "trainer.device=cpu",
-             "trainer.nproc=2", f"run_dir={tmp_path}"])  # fmt: skip
+             "trainer.nproc=2", *features, f"run_dir={tmp_path}"])  # fmt: skip
     expected = json.loads((basic_run / "metrics.json").read_text())["train"]
     got = json.loads((tmp_path / "metrics.json").read_text())["train"]
     for name in COMPARED:  # step 1's metrics are the first batch's, before any update
@@ -139,3 +149,6 @@ def test_fsdp_resume_from_sharded_checkpoint_equals_uninterrupted(cli_base, tmp_
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=1e-6)
+    # shards, RNG states and the final model are readable by a retry or evaluate running as another user
+    assert unreadable_by_others(tmp_path / "resumed" / "checkpoints") == []
+    assert unreadable_by_others(tmp_path / "resumed" / "final") == []

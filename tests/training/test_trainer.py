@@ -13,6 +13,7 @@ import torch
 from dpo_lib.training.metrics import read_metrics
 from dpo_lib.training.runner import train
 from dpo_lib.training.trainer import BasicTrainer
+from tests.training.conftest import unreadable_by_others
 
 TRAIN_METRICS = {
     "loss",
@@ -78,11 +79,13 @@ def test_run_dir_holds_the_resolved_config(trained_run: Path):
 
 
 def test_final_model_directory_is_readable_by_other_users(trained_run: Path):
-    # evaluate/upload may run as another user than the trainer; mkdtemp would make it 0700
+    # evaluate/upload may run as another user than the trainer; mkdtemp would make it 0700,
+    # and safetensors writes model.safetensors 0600
     mode = (trained_run / "final").stat().st_mode
     assert mode & (stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH) == (
         stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
     )
+    assert unreadable_by_others(trained_run / "final") == []
 
 
 def test_warmup_ramps_the_learning_rate_linearly(make_config, tmp_path):
