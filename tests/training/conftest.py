@@ -21,6 +21,10 @@ from dpo_lib.tiny_model import build_tiny_model
 
 N_TOY_PAIRS = 200  # 180 for training, 20 held out (eval_fraction 0.1 in configs/datasets/toy.yaml)
 
+# The per-pair metrics every train and eval report carries (metrics.json, the logs).
+PAIR_METRICS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                "logps/chosen", "logps/rejected"}  # fmt: skip
+
 ComposeFn = Callable[..., dict[str, Any]]
 
 

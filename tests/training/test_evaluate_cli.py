@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from dpo_lib.cli import main
-from tests.training.conftest import N_TOY_PAIRS
+from tests.training.conftest import N_TOY_PAIRS, PAIR_METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EVAL_METRICS = {
-    "loss",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-    "logps/accuracies",
-}
+EVAL_METRICS = PAIR_METRICS | {"logps/accuracies"}
 
 
 def test_evaluate_writes_policy_and_reference_metrics_and_prints_them_last(trained_run: Path, tmp_path: Path):

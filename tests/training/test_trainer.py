@@ -13,21 +13,9 @@ import torch
 from dpo_lib.training.metrics import read_metrics
 from dpo_lib.training.runner import train
 from dpo_lib.training.trainer import BasicTrainer
-from tests.training.conftest import unreadable_by_others
+from tests.training.conftest import PAIR_METRICS, unreadable_by_others
 
-TRAIN_METRICS = {
-    "loss",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-    "grad_norm",
-    "lr",
-    "tokens_per_s",
-    "step",
-}
+TRAIN_METRICS = PAIR_METRICS | {"grad_norm", "lr", "tokens_per_s", "step"}
 
 
 def test_dpo_loss_falls_well_below_log2_on_toy_data(trained_run: Path):
