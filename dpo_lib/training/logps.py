@@ -12,6 +12,7 @@ memory of a small model with a large vocabulary.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -40,10 +41,14 @@ class ChunkedTokenLogps(torch.autograd.Function):
 
     Forward keeps only the log-sum-exp per row; backward recomputes each chunk's logits,
     using d/dlogits = (onehot(t) − softmax) · grad. Rows whose target is IGNORE_INDEX give 0.
+    The matrix products run as they are; with ``compiled`` the element-wise work on each
+    chunk's logits (casts, log-sum-exp, softmax gradient) is fused into a kernel or two
+    instead of one pass over the (chunk × vocabulary) logits per operation.
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                compiled: bool = False):  # fmt: skip
         mm_dtype = _matmul_dtype(hidden)
         acc_dtype = torch.promote_types(mm_dtype, torch.float32)  # fp32 softmax statistics, at least
         valid = targets != IGNORE_INDEX
@@ -51,14 +56,13 @@ class ChunkedTokenLogps(torch.autograd.Function):
         out = torch.zeros(hidden.shape[0], dtype=acc_dtype, device=hidden.device)
         lse = torch.empty_like(out)
         w = weight.to(mm_dtype)
+        statistics = _compiled(_chunk_statistics) if compiled else _chunk_statistics
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
-            logits = (hidden[start:end].to(mm_dtype) @ w.T).to(acc_dtype)
-            lse[start:end] = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, safe[start:end, None]).squeeze(1)
-            out[start:end] = (picked - lse[start:end]) * valid[start:end]
+            logits = hidden[start:end].to(mm_dtype) @ w.T
+            lse[start:end], out[start:end] = statistics(logits, safe[start:end], valid[start:end], acc_dtype)
         ctx.save_for_backward(hidden, weight, safe, valid, lse)
-        ctx.chunk, ctx.mm_dtype, ctx.acc_dtype = chunk, mm_dtype, acc_dtype
+        ctx.chunk, ctx.mm_dtype, ctx.acc_dtype, ctx.compiled = chunk, mm_dtype, acc_dtype, compiled
         return out
 
     @staticmethod
@@ -69,24 +73,44 @@ class ChunkedTokenLogps(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
         scale = grad_out * valid
-        rows = torch.arange(min(chunk, hidden.shape[0]), device=hidden.device)
+        logits_grad = _compiled(_chunk_logits_grad) if ctx.compiled else _chunk_logits_grad
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
             h = hidden[start:end].to(mm_dtype)
-            logits = (h @ w.T).to(acc_dtype)
-            dlogits = -torch.exp(logits - lse[start:end, None]) * scale[start:end, None]
-            n = h.shape[0]
-            dlogits[rows[:n], safe[start:end]] += scale[start:end]
-            dlogits = dlogits.to(mm_dtype)
+            dlogits = logits_grad(h @ w.T, lse[start:end], scale[start:end], safe[start:end], mm_dtype)
             grad_hidden[start:end] = (dlogits @ w).to(hidden.dtype)
             grad_weight += (dlogits.T @ h).to(acc_dtype)
-        return grad_hidden, grad_weight.to(weight.dtype), None, None
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
 
 
-def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None) -> torch.Tensor:
+def _chunk_statistics(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, acc_dtype: torch.dtype):
+    """Per row of one chunk: logsumexp(logits) and the target's log-prob (0 where ignored)."""
+    logits = logits.to(acc_dtype)
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(1, safe[:, None]).squeeze(1)
+    return lse, (picked - lse) * valid
+
+
+def _chunk_logits_grad(logits: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor, safe: torch.Tensor,
+                       out_dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+    """d/dlogits of Σ scale_n · log p(t_n) for one chunk: (onehot(t) − softmax) · scale."""
+    dlogits = -torch.exp(logits.to(lse.dtype) - lse[:, None]) * scale[:, None]
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    dlogits[rows, safe] += scale
+    return dlogits.to(out_dtype)
+
+
+@functools.cache
+def _compiled(fn):
+    # dynamic: the last chunk of a batch, and every batch's token count, differ in rows.
+    return torch.compile(fn, dynamic=True)
+
+
+def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None,
+                compiled: bool = False) -> torch.Tensor:  # fmt: skip
     """Per-token target log-probs for flat ``hidden`` (N, H); 0 where the target is ignored."""
     if chunk:
-        return ChunkedTokenLogps.apply(hidden, weight, targets, chunk)
+        return ChunkedTokenLogps.apply(hidden, weight, targets, chunk, compiled)
     logits = torch.nn.functional.linear(hidden, weight)  # full (N, V) logits: the plain, memory-hungry path
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     valid = targets != IGNORE_INDEX
@@ -109,10 +133,12 @@ class SequenceLogpModel(torch.nn.Module):
     gather around the call.
     """
 
-    def __init__(self, causal_lm: torch.nn.Module, logp_chunk_size: int | None = None) -> None:
+    def __init__(self, causal_lm: torch.nn.Module, logp_chunk_size: int | None = None,
+                 compile_head: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.causal_lm = causal_lm
         self.logp_chunk_size = logp_chunk_size
+        self.compile_head = compile_head
 
     def forward(self, batch: dict[str, Any]) -> PairLogps:
         decoder = self.causal_lm.get_decoder()
@@ -126,7 +152,7 @@ class SequenceLogpModel(torch.nn.Module):
         ).last_hidden_state
         targets = shift_targets(batch["labels"])
         weight = self.causal_lm.get_output_embeddings().weight
-        flat = token_logps(hidden.flatten(0, 1), weight, targets.flatten(), self.logp_chunk_size)
+        flat = token_logps(hidden.flatten(0, 1), weight, targets.flatten(), self.logp_chunk_size, self.compile_head)
         return sum_by_sequence(flat, targets.flatten(), batch["sequence_ids"].flatten(), batch["num_sequences"])
 
 

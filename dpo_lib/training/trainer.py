@@ -223,7 +223,8 @@ class Trainer:
         causal_lm.train(trainable)
         if not trainable:
             causal_lm.requires_grad_(False)
-        model = SequenceLogpModel(causal_lm, self.trainer_cfg.get("logp_chunk_size"))
+        model = SequenceLogpModel(causal_lm, self.trainer_cfg.get("logp_chunk_size"),
+                                  compile_head=bool(self.trainer_cfg.get("compile_logp_head")))  # fmt: skip
         model = self.prepare_model(model, trainable=trainable)
         if self.trainer_cfg.get("compile"):
             for layer in causal_lm.get_decoder().layers:

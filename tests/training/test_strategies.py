@@ -49,7 +49,15 @@ def test_packing_and_chunked_head_leave_logps_unchanged(make_config, features):
     torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-5)
 
 
-def test_chunked_head_gradients_match_the_full_logits_path():
+def test_the_compile_logp_head_switch_reaches_policy_and_reference(make_config):
+    trainer = BasicTrainer(make_config("trainer.compile_logp_head=true"))
+    trainer.setup()
+    assert trainer.policy.compile_head and trainer.reference.compile_head
+    assert not BasicTrainer(make_config()).trainer_cfg["compile_logp_head"]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_chunked_head_gradients_match_the_full_logits_path(compiled):
     from dpo_lib.training.logps import token_logps
 
     torch.manual_seed(0)
@@ -61,7 +69,7 @@ def test_chunked_head_gradients_match_the_full_logits_path():
     grads = []
     for chunk in (None, 8):
         hidden.grad = weight.grad = None
-        out = token_logps(hidden, weight, targets, chunk)
+        out = token_logps(hidden, weight, targets, chunk, compiled=compiled)
         (out * upstream).sum().backward()
         grads.append((out.detach(), hidden.grad.clone(), weight.grad.clone()))
     for full, chunked in zip(grads[0], grads[1], strict=True):
