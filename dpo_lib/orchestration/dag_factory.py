@@ -13,13 +13,15 @@ Retries are chosen per task:
   retrying cannot fix it) but retries anything else, such as storage being unreachable;
 * ``stage_dataset`` retries storage outages with exponential backoff;
 * ``train`` retries at least twice with exponential backoff and resumes from the run's newest
-  checkpoint, so a retry repeats only the steps since it;
+  checkpoint, so a retry repeats only the steps since it; its first delay (30 s) can be set
+  with ``DPO_TRAIN_RETRY_DELAY_S`` (seconds; the fault tests use 1 to retry at once);
 * ``evaluate`` retries once, ``cleanup`` a couple of times (removing a folder is idempotent).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -55,6 +57,21 @@ RETRIES: dict[str, dict[str, Any]] = {
     "evaluate": {"retries": 1, "retry_delay": timedelta(seconds=10)},
     "cleanup": {"retries": 2, "retry_delay": timedelta(seconds=5)},
 }
+
+
+def retry_options(task_id: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``RETRIES[task_id]``, with ``train``'s first delay from ``DPO_TRAIN_RETRY_DELAY_S`` when it is set."""
+    options = dict(RETRIES[task_id])
+    value = (os.environ if env is None else env).get("DPO_TRAIN_RETRY_DELAY_S", "").strip()
+    if task_id == "train" and value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"DPO_TRAIN_RETRY_DELAY_S={value!r} is not a number of seconds (0 or more)")
+        options["retry_delay"] = timedelta(seconds=seconds)
+    return options
 
 
 def max_active_runs_from_env() -> int:
@@ -96,7 +113,7 @@ def log_retry(context: Mapping[str, Any]) -> None:
 
 
 def _task_kwargs(task_id: str) -> dict[str, Any]:
-    return {**RETRIES[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
+    return {**retry_options(task_id), "on_execute_callback": log_try, "on_retry_callback": log_retry}
 
 
 def build_finetune_dag(

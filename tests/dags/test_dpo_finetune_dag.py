@@ -106,3 +106,18 @@ def test_runs_are_capped_and_the_dag_starts_unpaused(dag):
     assert dag.max_active_runs == 16
     assert dag.is_paused_upon_creation is False
     assert dag.catchup is False
+
+
+def test_trains_first_retry_delay_can_be_set_from_the_environment():
+    """``DPO_TRAIN_RETRY_DELAY_S``: the fault tests retry a killed train at once instead of after 30-60 s."""
+    from datetime import timedelta
+
+    from dpo_lib.orchestration.dag_factory import RETRIES, retry_options
+
+    assert retry_options("train", {}) == RETRIES["train"]
+    shortened = retry_options("train", {"DPO_TRAIN_RETRY_DELAY_S": "1"})
+    assert shortened == {**RETRIES["train"], "retry_delay": timedelta(seconds=1)}  # backoff and cap kept
+    assert retry_options("stage_dataset", {"DPO_TRAIN_RETRY_DELAY_S": "1"}) == RETRIES["stage_dataset"]
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ValueError, match="DPO_TRAIN_RETRY_DELAY_S"):
+            retry_options("train", {"DPO_TRAIN_RETRY_DELAY_S": bad})

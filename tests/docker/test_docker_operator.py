@@ -72,6 +72,16 @@ def test_gpus_are_device_requests(tmp_path, gpus, count, ids):
     assert request["Count"] == count and request["DeviceIDs"] == ids and request["Capabilities"] == [["gpu"]]
 
 
+def test_by_default_the_trainer_container_gets_every_gpu(tmp_path):
+    """``docker run --gpus all``; FSDP without ``trainer.nproc`` then runs one process per GPU it sees
+    (``tests/training/test_launch.py``)."""
+    docker = DockerSettings.from_env({})
+    assert docker.gpus == "all"
+    operator = command_task("train", "train_command", settings_under(tmp_path, runner="docker", docker=docker))
+    (request,) = operator.device_requests
+    assert request["Count"] == -1 and request["DeviceIDs"] == [] and request["Capabilities"] == [["gpu"]]
+
+
 @pytest.mark.parametrize("gpus", ["0", "none", ""])
 def test_a_cpu_container_requests_no_device(gpus):
     assert device_requests(gpus) is None

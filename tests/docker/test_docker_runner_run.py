@@ -9,16 +9,29 @@ directory mounted in.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from dpo_lib.orchestration.containers import RUN_LABEL, TASK_LABEL
 from dpo_lib.orchestration.settings import path_safe
 from dpo_lib.serving.client import run_metrics
-from tests.docker.docker_host import containers_with_labels, image_user
+from tests.docker.docker_host import containers_with_labels, docker, image_user
+from tests.faults.airflow_retry import (
+    RETRY_ENV,
+    assert_same_result,
+    check_retry_resumed,
+    kill_mid_run,
+    trigger,
+    uninterrupted_run,
+    wait_until,
+)
+from tests.faults.airflow_retry import describe as describe_tries
 from tests.serve.services import RunningServices, make_workdir, running_services, tail
 
 pytestmark = pytest.mark.slow
@@ -40,6 +53,7 @@ def stack(tmp_path_factory, trainer_image):
         "DPO_DOCKER_SHM_SIZE": "512m",
         "DPO_LOCAL_STORAGE_ROOT": str(work),
         "HF_TOKEN": "hf_not_a_real_token_but_secret",
+        **RETRY_ENV,  # a killed train is retried after 1 s, not 30-60
     }
     with running_services(root, work, env) as services:
         yield services
@@ -79,6 +93,38 @@ def test_the_toy_run_trains_and_evaluates_in_containers(stack, trainer_image):
 
     assert containers_with_labels(f"{RUN_LABEL}={run_id}") == []  # auto_remove="force"
     assert [p for p in stack.staging_root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.faults
+def test_a_killed_trainer_container_is_retried_by_airflow_and_resumes_from_its_newest_checkpoint(stack, tmp_path):
+    """SIGKILL from the host to the container's main process, the trainer: what the OOM killer does to it."""
+    run_id, run_dir = trigger(stack, "killed-docker")
+    labels = (f"{RUN_LABEL}={run_id}", f"{TASK_LABEL}=train")
+    wait_until(lambda: containers_with_labels(*labels), 600, lambda: "no train container\n" + describe_tries(stack, run_id),
+               interval=0.5)  # fmt: skip
+    (container,) = containers_with_labels(*labels)
+    pid = int(docker("inspect", "--format", "{{.State.Pid}}", container).stdout)  # as this host numbers it
+    assert b"dpo_lib\0train" in Path(f"/proc/{pid}/cmdline").read_bytes()  # the trainer is the main process
+    assert 0 not in process_uids(pid)  # and runs as the image's user, not root
+
+    before = kill_mid_run(stack, run_id, run_dir, lambda: os.kill(pid, signal.SIGKILL))
+    first, second, resumed_at = check_retry_resumed(stack, run_id, run_dir, before)
+    assert "Docker container failed: {'Error': None, 'StatusCode': 137}" in first, first[-3000:]  # 128 + SIGKILL
+    assert "Starting docker container" in second
+    print(f"killed after step-{before} was checkpointed; the retry resumed at step {resumed_at}")
+    assert containers_with_labels(f"{RUN_LABEL}={run_id}") == []
+
+    # The container's torch is the host's version (tests/docker/test_images.py), on the same CPU.
+    reference = uninterrupted_run(stack, run_id, run_dir, tmp_path / "uninterrupted")
+    assert_same_result(run_dir, reference, tolerance=1e-5)
+
+
+def process_uids(pid: int) -> set[int]:
+    """The real, effective, saved and filesystem uids of a process (as this host's /proc shows them)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return {int(uid) for uid in line.split()[1:]}
+    raise AssertionError(f"no Uid line for process {pid}")
 
 
 def test_killing_train_leaves_no_container(stack):

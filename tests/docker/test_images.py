@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import REPO
-from tests.docker.docker_host import docker
+from tests.docker.docker_host import docker, image_user
 
 
 def pins(path) -> dict[str, str]:
@@ -48,7 +48,11 @@ def test_the_build_context_leaves_out_data_models_artifacts_and_virtualenvs():
 
 @pytest.mark.slow
 def test_the_trainer_image_runs_dpo_lib_as_a_non_root_user(trainer_image):
-    assert docker("run", "--rm", "--entrypoint", "id", trainer_image, "-u").stdout.strip() != "0"
+    user, _, _ = image_user(trainer_image).partition(":")
+    assert user not in ("", "0", "root")  # the image's configured user (an empty one means root)
+    assert docker("run", "--rm", "--entrypoint", "id", trainer_image, "-u").stdout.strip() == user
+    # A training process in a running container: test_docker_runner_run.py checks the trainer the docker
+    # runner started (its /proc uids), test_trainer_container.py what the files it writes belong to.
     assert "COMMAND" in docker("run", "--rm", trainer_image, "--help").stdout  # the entrypoint: python -m dpo_lib
     config = docker("run", "--rm", trainer_image, "train", "exp_name=x", "--print-config").stdout
     assert '"exp_name": "x"' in config

@@ -1,7 +1,11 @@
-"""The trainer operator against a real Docker daemon, outside Airflow: exit codes, kill, removal."""
+"""The trainer image and its operator against a real Docker daemon, outside Airflow: exit codes, kill,
+removal, and FSDP over two processes in one container."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -9,10 +13,12 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 
+from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration.containers import RUN_LABEL, remove_stray_containers
 from dpo_lib.orchestration.runners import command_task
 from dpo_lib.orchestration.settings import DockerSettings
-from tests.docker.docker_host import containers_with_labels, docker
+from dpo_lib.tiny_model import build_tiny_model
+from tests.docker.docker_host import containers_with_labels, docker, image_user
 from tests.settings_under import settings_under
 
 pytestmark = pytest.mark.slow
@@ -63,6 +69,44 @@ def test_the_teardown_removes_a_container_left_behind(tmp_path, trainer_image):
     assert len(remove_stray_containers("stray-test", "stray-run")) == 1
     assert containers_with_labels(f"{RUN_LABEL}=stray-run") == []
     assert remove_stray_containers("stray-test", "stray-run") == []
+
+
+def test_the_trainer_container_runs_fsdp_over_two_processes_without_a_network(tmp_path, trainer_image):
+    """``trainer=fsdp trainer.device=cpu trainer.nproc=2``: torchrun and two gloo processes in one container.
+
+    Without a network (``DPO_DOCKER_NETWORK=none``) the container's host name resolves to nothing;
+    torchrun's rendezvous is on the loopback address (``launch.py``), so FSDP runs all the same.
+    """
+    job = tmp_path / "job"  # mounted at the same path; the container's user reads it and writes run/
+    build_tiny_model(job / "tiny")
+    (job / "toy.json").write_text(json.dumps(make_toy_pairs(48, seed=0)))
+    (job / "run").mkdir()
+    uid = image_user(trainer_image).partition(":")[0]
+    subprocess.run(["chown", f"{uid}:0", str(job / "run")], check=True)
+    job.chmod(0o755)
+    (job / "toy.json").chmod(0o644)
+    name = f"fsdp-test-{os.getpid()}"
+    args = ["run", "--name", name, "--network", "none", "--shm-size", "256m", "-v", f"{job}:{job}",
+            trainer_image, "train", "exp_name=fsdp", f"model.name_or_path={job / 'tiny'}",
+            f"datasets.toy.uri={job / 'toy.json'}", f"run_dir={job / 'run'}", "trainer=fsdp", "trainer.device=cpu",
+            "trainer.nproc=2", "max_steps=4", "checkpoint_every=2", "batch_size=4", "warmup_steps=0",
+            "log_every=1", "eval_every=0"]  # fmt: skip
+    try:
+        result = docker(*args, timeout=300, check=False)
+    finally:
+        docker("rm", "--force", name, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "--nproc_per_node=2" in output  # the launcher's command line
+    assert "fsdp: world size 2, backend gloo on cpu" in output
+    checkpoint = job / "run" / "checkpoints" / "step-4"
+    assert (checkpoint / "COMPLETE").exists()
+    assert len(list(checkpoint.glob("*.distcp"))) == 2  # one shard per process
+    assert sorted(p.name for p in checkpoint.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+    assert json.loads((job / "run" / "metrics.json").read_text())["train"]["step"] == 4
+    final = job / "run" / "final" / "model.safetensors"
+    assert str(final.stat().st_uid) == uid  # written by the image's non-root user
+    assert final.stat().st_mode & 0o044 == 0o044  # and readable by evaluate, whoever runs it
 
 
 def _run(op, context, errors: list) -> None:

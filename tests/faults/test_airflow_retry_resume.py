@@ -1,0 +1,71 @@
+"""The train process of a run in flight killed with SIGKILL, end to end through Airflow (local runner).
+
+A whole Airflow (the project's service launcher, LocalExecutor, SQLite) runs ``dpo_finetune``; the
+trainer is the ``python -m dpo_lib train`` process the ``train`` task's BashOperator started. Killing
+it fails the try, Airflow retries the task (after 1 s here: ``DPO_TRAIN_RETRY_DELAY_S``), and the retry
+resumes from the newest checkpoint: the run succeeds with the weights and metrics of a run never killed.
+The docker runner's version of this test is in ``tests/docker/test_docker_runner_run.py``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.faults.airflow_retry import (
+    RETRY_ENV,
+    assert_same_result,
+    check_retry_resumed,
+    kill_mid_run,
+    trigger,
+    uninterrupted_run,
+)
+from tests.faults.processes import kill_all, live_processes_mentioning, wait_for
+from tests.serve.services import make_workdir, running_services
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retry-local")
+    work = make_workdir(root / "work")
+    with running_services(root, work, {**RETRY_ENV, "DPO_RUNNER": "local"}) as running:
+        yield running
+
+
+def trainers_of(run_dir) -> list[int]:
+    """The ``python -m dpo_lib train`` processes training into ``run_dir`` (bash execs the single command)."""
+    return [pid for pid in live_processes_mentioning(str(run_dir)) if b"dpo_lib\0train" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def test_a_killed_train_task_is_retried_by_airflow_and_resumes_from_its_newest_checkpoint(services, tmp_path):
+    run_id, run_dir = trigger(services, "killed-local")
+
+    def kill() -> None:
+        trainers = trainers_of(run_dir)
+        assert len(trainers) == 1, trainers
+        kill_all(trainers)
+        assert wait_for(lambda: not trainers_of(run_dir), 30)
+
+    try:
+        before = kill_mid_run(services, run_id, run_dir, kill)
+        first, _, resumed_at = check_retry_resumed(services, run_id, run_dir, before)
+    finally:
+        kill_all(trainers_of(run_dir))
+    # Try 1 ended by the kill: the command's exit status is the signal's (bash: 128 + 9; Python: -9).
+    ended = re.search(r"Bash command failed\. The command returned a non-zero exit code (-9|137)\b", first)
+    assert ended, first[-3000:]
+    print(f"killed after step-{before} was checkpointed ({ended.group(0)}); the retry resumed at step {resumed_at}")
+
+    reference = uninterrupted_run(services, run_id, run_dir, tmp_path / "uninterrupted")
+    assert_same_result(run_dir, reference, tolerance=1e-5)  # the same computation on the same CPU
