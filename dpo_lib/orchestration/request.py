@@ -52,26 +52,42 @@ def request_schema() -> dict[str, Any]:
     return schema
 
 
-def request_problems(conf: Any) -> list[tuple[str, str]]:
+def request_problems(conf: Any, *, local_root: Path | None = None) -> list[tuple[str, str]]:
     """Every ``(field, reason)`` that makes ``conf`` an invalid request, sorted; empty when it is valid.
 
-    ``field`` is a dotted path such as ``exp_name`` or ``overrides.lr`` (``(request)`` for the
-    whole object), so callers (the ``validate`` task, the webhook) can name it.
+    ``field`` is a dotted path such as ``exp_name``, ``overrides.lr`` or an unknown key
+    (``(request)`` for the whole object), so callers (the ``validate`` task, the webhook) can name it.
+    With ``local_root``, a local ``dataset_uri`` must also lie under it, judged from the text alone
+    (the ``validate`` task resolves symlinks on the worker).
     """
     from jsonschema import Draft202012Validator
 
     if not isinstance(conf, dict):
         return [("(request)", f"the request must be a JSON object, not {type(conf).__name__}")]
     request = {**DEFAULT_REQUEST, **conf}
-    problems = [
-        (".".join(str(p) for p in e.absolute_path) or "(request)", e.message)
-        for e in Draft202012Validator(request_schema()).iter_errors(request)
-    ]
+    problems = []
+    for error in Draft202012Validator(request_schema()).iter_errors(request):
+        path = [str(p) for p in error.absolute_path]
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(known), key=str):  # one problem per unknown key, named
+                problems.append((".".join([*path, str(key)]), f"unknown field; expected one of {', '.join(known)}"))
+        else:
+            problems.append((".".join(path) or "(request)", error.message))
+    # JSON Schema patterns are ECMA-262 regular expressions, whose "$" is the end of the text; Python's
+    # (what jsonschema, and so Airflow's Params, run them with) also matches before a final newline.
+    properties = request_schema()["properties"]
+    exp_name = request.get("exp_name")
+    if isinstance(exp_name, str) and _slips_past(properties["exp_name"]["pattern"], exp_name):
+        problems.append(("exp_name", f"{exp_name[:100]!r} does not match {properties['exp_name']['pattern']!r}"))
     overrides = request["overrides"] if isinstance(request.get("overrides"), dict) else {}
+    key_pattern = properties["overrides"]["propertyNames"]["pattern"]
     for key, value in overrides.items():
         field = f"overrides.{key}"
         if not isinstance(key, str):
             problems.append((field, "override keys must be strings"))
+        elif _slips_past(key_pattern, key):
+            problems.append(("overrides", f"{key[:100]!r} does not match {key_pattern!r}"))
         elif key in RESERVED_KEYS or key.split(".")[0] in RESERVED_ROOTS:
             problems.append((field, "is set by the pipeline and cannot be overridden"))
         if isinstance(value, float) and not math.isfinite(value):
@@ -83,11 +99,23 @@ def request_problems(conf: Any) -> list[tuple[str, str]]:
             problems.append((field, problem))
     uri = request.get("dataset_uri")
     if isinstance(uri, str) and uri and not _text_problem(uri):
-        problems += _uri_problems(uri)
-    problems = sorted({(field[:MAX_REASON], _clip(reason)) for field, reason in problems})
+        problems += _uri_problems(uri, local_root)
+    problems = sorted({(_printable(field)[:MAX_REASON], _clip(_printable(reason))) for field, reason in problems})
     if len(problems) > MAX_PROBLEMS:  # a hostile body can hold thousands; the answer stays small
         problems = [*problems[:MAX_PROBLEMS], ("(request)", f"... and {len(problems) - MAX_PROBLEMS} more problems")]
     return problems
+
+
+def _slips_past(pattern: str, text: str) -> bool:
+    """``text`` passes the schema's ``^...$`` pattern only thanks to Python's "$" (a final newline)."""
+    return (
+        re.search(pattern, text) is not None and re.fullmatch(pattern.removeprefix("^").removesuffix("$"), text) is None
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with unpaired surrogates (which no UTF-8 answer or log can carry) as ``\\udXXX`` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _clip(text: str) -> str:
@@ -95,14 +123,27 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
-def _uri_problems(uri: str) -> list[tuple[str, str]]:
-    """A scheme other than plain paths, file:// and gs:// is refused before any storage is asked."""
-    from dpo_lib.storage.uri import SUPPORTED_SCHEMES, scheme_of
+def _uri_problems(uri: str, local_root: Path | None = None) -> list[tuple[str, str]]:
+    """What is wrong with ``uri`` on its face, before any storage is asked: another scheme than plain
+    paths, file:// and gs://, a malformed URI, a ``..`` segment, a local path outside ``local_root``."""
+    from dpo_lib.storage import InvalidURI
+    from dpo_lib.storage.uri import SUPPORTED_SCHEMES, parse_uri, scheme_of
 
     scheme = scheme_of(uri)
     if scheme and scheme not in SUPPORTED_SCHEMES:
         supported = ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
         return [("dataset_uri", f"unsupported scheme {scheme!r}; supported: plain paths, {supported}")]
+    try:
+        parsed = parse_uri(uri)
+    except InvalidURI as exc:
+        return [("dataset_uri", exc.reason)]
+    path = PurePosixPath(parsed.path)
+    if ".." in path.parts:
+        return [("dataset_uri", "must not contain a '..' segment (a path may not climb out of its root)")]
+    if parsed.is_local and local_root is not None and path.is_absolute():
+        root = PurePosixPath(Path(local_root).absolute())
+        if path != root and not path.is_relative_to(root):
+            return [("dataset_uri", f"a local path must lie under the storage root {root}")]
     return []
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dpo_lib.cli import EXIT_WITH_PARENT_ENV
 from dpo_lib.orchestration.settings import Settings
 
 RUNNERS = ("local", "docker")
@@ -27,8 +28,17 @@ def command_task(task_id: str, plan_key: str, settings: Settings, **operator_kwa
 
         command = "{{ ti.xcom_pull(task_ids='validate')['" + plan_key + "'] }}"
         # BashOperator runs the command in its own process group and kills that group on_kill,
-        # so a stopped task never leaves a trainer behind.
-        return BashOperator(task_id=task_id, bash_command=command, cwd=str(settings.workdir), **operator_kwargs)
+        # so a stopped task never leaves a trainer behind. A task process that dies without
+        # stopping it (its supervisor killed with the scheduler) is covered by EXIT_WITH_PARENT:
+        # bash execs the single command, so the trainer's parent is the task process itself.
+        return BashOperator(
+            task_id=task_id,
+            bash_command=command,
+            cwd=str(settings.workdir),
+            env={EXIT_WITH_PARENT_ENV: "1"},
+            append_env=True,
+            **operator_kwargs,
+        )
     if settings.runner == "docker":
         from dpo_lib.orchestration.docker_runner import docker_command_task
 

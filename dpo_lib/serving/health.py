@@ -1,5 +1,8 @@
 """What ``GET /dpo/health`` reports: is everything a fine-tune needs up right now?
 
+Anyone may ask (load balancers hold no token); only callers with a valid token see the
+details (:func:`public_view` is what the others get).
+
 Checked on every call, each with a short timeout:
 
 * ``metadatabase``: Airflow's metadata database answers;
@@ -135,6 +138,12 @@ def report(checks: list[Check]) -> tuple[int, dict[str, Any]]:
         "components": {c.name: c.to_dict() for c in checks},
     }
     return (503 if down else 200), body
+
+
+def public_view(body: dict[str, Any]) -> dict[str, Any]:
+    """What an unauthenticated caller sees: the overall status and each component's, no details."""
+    components = {name: {"status": c["status"]} for name, c in body["components"].items()}
+    return {"status": body["status"], "unhealthy": body["unhealthy"], "components": components}
 
 
 def _short(exc: BaseException) -> str:

@@ -47,6 +47,12 @@ TUNABLE_DEFAULTS = {
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
     "AIRFLOW__API__EXPOSE_CONFIG": "False",
+    # A task reports to the api-server (the execution API); after 3 failed heartbeats (Airflow's default)
+    # its supervisor kills it. Each failed one takes ~20 s with the client's own retries, so an api-server
+    # that the launcher restarts (30 s on two busy cores) used up 2 of the 3. Ten ride out about three
+    # minutes, still within [scheduler] task_instance_heartbeat_timeout (300 s), after which the scheduler
+    # fails the task anyway.
+    "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
 }
 
 

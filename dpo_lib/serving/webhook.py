@@ -12,12 +12,22 @@ bookkeeping:
    allowed to trigger DAG runs can trigger here (403 otherwise; SimpleAuthManager: role
    ``user`` or above).
 3. **Validation** against ``configs/schemas/request.schema.json`` (the DAG's Params' schema)
-   with :func:`~dpo_lib.orchestration.request.request_problems`: 422 naming each bad field.
+   with :func:`~dpo_lib.orchestration.request.request_problems`: 422 naming each bad field,
+   unknown keys included. A ``dataset_uri`` is judged on its face too: no ``..`` segment, no
+   other scheme, a local path under ``DPO_LOCAL_STORAGE_ROOT`` (``validate`` checks the file).
    Bodies over 64 KiB are refused (413) before they are parsed.
 4. **Trigger** through Airflow's own ``trigger_dag`` in this process, recorded as a REST API
    trigger by the calling user: the run shows in the UI like any other.
 
 Nothing is written before a request is accepted, so a refused one leaves nothing behind.
+Whatever the body (invalid UTF-8, nesting thousands deep, lone surrogates, huge numbers),
+the answer is one of the statuses above, never a 500.
+
+``GET /dpo/health`` needs no token: load balancers and container health checks probe it, as
+they probe Airflow's own ``/api/v2/monitor/health``. Without a token it says only which
+components are healthy; the details (storage URI, errors, heartbeat, Docker URL) go to
+callers with a valid token. The app serves no OpenAPI or docs pages: every other ``/dpo``
+path is the webhook's, behind authentication, or does not exist.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dpo_lib.orchestration.names import FINETUNE_DAG_ID
 from dpo_lib.orchestration.request import request_problems
+from dpo_lib.orchestration.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -42,6 +53,10 @@ def create_app() -> FastAPI:
         title="DPO pipeline",
         description="Fine-tune webhook and health check of the DPO pipeline, served by Airflow's api-server.",
         version="1",
+        # No unauthenticated pages beside the health check (the request schema is in the repository).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_api_route("/health", health, methods=["GET"], summary="Health of what a fine-tune needs")
     app.add_api_route(
@@ -50,12 +65,20 @@ def create_app() -> FastAPI:
     return app
 
 
-def health() -> JSONResponse:
-    """200 when the metadata database, the scheduler, storage (and Docker, if used) are up; 503 naming what is not."""
-    from dpo_lib.serving.health import report, run_checks
+async def health(request: Request) -> JSONResponse:
+    """200 when the metadata database, the scheduler, storage (and Docker, if used) are up; 503 naming what is not.
 
-    status, body = report(run_checks())
-    return JSONResponse(body, status_code=status)
+    Public, with each component's status only; a valid bearer token adds the details.
+    """
+    from dpo_lib.serving.health import public_view, report, run_checks
+
+    user = None
+    if request.headers.get("authorization"):
+        user = await _authenticated_user(request)
+        if isinstance(user, JSONResponse):
+            return user
+    status, body = report(await run_in_threadpool(run_checks))
+    return JSONResponse(body if user is not None else public_view(body), status_code=status)
 
 
 async def trigger_finetune(request: Request) -> JSONResponse:
@@ -69,7 +92,7 @@ async def trigger_finetune(request: Request) -> JSONResponse:
     body = await _read_body(request)
     if isinstance(body, JSONResponse):
         return body
-    if problems := request_problems(body):
+    if problems := request_problems(body, local_root=Settings.from_env().local_storage_root):
         detail = [{"loc": ["body", *field.split(".")], "msg": msg, "type": "request_schema"} for field, msg in problems]
         return JSONResponse({"detail": detail}, status_code=422)
 
@@ -131,9 +154,11 @@ async def _read_body(request: Request) -> Any:
             return _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; RecursionError: nested too deeply
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:300]
         return JSONResponse(
-            {"detail": [{"loc": ["body"], "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]}, status_code=422
+            {"detail": [{"loc": ["body"], "msg": f"not valid JSON: {reason}", "type": "json_invalid"}]},
+            status_code=422,
         )
 
 

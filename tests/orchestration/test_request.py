@@ -23,7 +23,7 @@ def test_schema_lists_the_config_group_options():
 
 
 def test_defaults_fill_a_partial_request():
-    request = validate_request({"dataset_uri": "gs://b/x.jsonl"})
+    request = validate_request({"dataset_uri": "gs://bucket/x.jsonl"})
     assert request["loss"] == "dpo" and request["model"] == "tiny" and request["overrides"] == {}
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from dpo_lib.orchestration.settings import path_safe
@@ -46,6 +47,7 @@ class RunningServices:
     env: dict[str, str]
     credentials: Credentials
     log: Path
+    launcher_pid: int = 0
 
     def api(self) -> AirflowAPI:
         return AirflowAPI(self.url, self.token())
@@ -60,6 +62,22 @@ class RunningServices:
     @property
     def artifacts_root(self) -> Path:
         return Path(self.env["DPO_ARTIFACTS_ROOT"])
+
+    def component_pid(self, name: str) -> int | None:
+        """The pid of a component the launcher runs now (``scheduler``, ``api-server``, ...), None if none."""
+        titles = (f"airflow {name}", f"airflow {name.replace('-', '_')}")  # the api-server retitles itself
+        try:
+            children = Path(f"/proc/{self.launcher_pid}/task/{self.launcher_pid}/children").read_text().split()
+        except OSError:
+            return None
+        for pid in map(int, children):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(title in cmdline for title in titles):
+                return pid
+        return None
 
     def client_env(self) -> dict[str, str]:
         """The environment for ``python -m dpo_lib trigger`` against these services."""
@@ -117,7 +135,7 @@ def running_services(root: Path, work: Path, extra_env: Mapping[str, str] | None
     try:
         _wait_ready(proc, AirflowHome(home), log)
         url = f"http://127.0.0.1:{port}"
-        services = RunningServices(url, home, work, env, Credentials(url, ADMIN, password), log)
+        services = RunningServices(url, home, work, env, Credentials(url, ADMIN, password), log, proc.pid)
         api = services.api()
         api.wait_for_dag("dpo_finetune", timeout_s=120)
         # Unpaused like every project DAG: keep its 02:00 UTC run out of a test that spans it.
@@ -167,6 +185,16 @@ def trigger_cli(services: RunningServices, conf: dict, *, wait: bool = True, tim
         text=True,
         timeout=timeout,
     )
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    """The most intervals that were open at the same instant."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    current = peak = 0
+    for _, delta in events:  # at equal times an end (-1) sorts before a start (+1)
+        current += delta
+        peak = max(peak, current)
+    return peak
 
 
 def printed_metrics(stdout: str) -> dict:

@@ -75,6 +75,8 @@ def test_every_component_gets_the_same_secret_the_port_and_unpaused_dags(tmp_pat
     tuned = services.airflow_env(config, secrets, base={"AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2"})
     assert tuned["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] == "2"
     assert tuned["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # Running tasks ride out an api-server restart (tests/faults/test_service_faults.py kills one).
+    assert int(env["AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS"]) >= 10
 
 
 class FakeGroup:
@@ -153,7 +155,7 @@ def test_logs_render_level_event_and_the_exception():
 def test_request_problems_name_each_field():
     assert request_problems({"dataset_uri": "d.json"}) == []
     fields = [field for field, _ in request_problems({"exp_name": "a/b", "overrides": {"run_dir": "x"}, "x": 1})]
-    assert fields == ["(request)", "exp_name", "overrides.run_dir"]
+    assert fields == ["exp_name", "overrides.run_dir", "x"]  # an unknown key is named by its own path
     assert request_problems([1]) == [("(request)", "the request must be a JSON object, not list")]
 
 
