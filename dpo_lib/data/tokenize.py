@@ -88,6 +88,11 @@ def _sequences(pairs: list[TokenizedPair]) -> list[tuple[list[int], int]]:
     return chosen + rejected
 
 
+def length_bound(length: int) -> int:
+    """The next power of two (at least 128): a bound on sequence lengths that takes few distinct values."""
+    return max(128, 1 << (length - 1).bit_length())
+
+
 def longest_sequence(pairs: list[TokenizedPair]) -> int:
     """Tokens in the longest chosen or rejected sequence (prompt included) of ``pairs``."""
     return max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
@@ -167,5 +172,5 @@ def pack_pairs(
         "num_sequences": len(sequences),
         "num_tokens": total,
         "cu_seq_lens": cu_seq_lens,
-        "max_seq_len": longest if max_seq_len else max(128, 1 << (longest - 1).bit_length()),
+        "max_seq_len": longest if max_seq_len else length_bound(longest),
     }

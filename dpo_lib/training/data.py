@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from dpo_lib.data.pair import PreferencePair
-from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, longest_sequence, pack_pairs, tokenize_pair
+from dpo_lib.data.tokenize import (
+    TokenizedPair,
+    collate_pairs,
+    length_bound,
+    longest_sequence,
+    pack_pairs,
+    tokenize_pair,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +101,7 @@ class PairBatches:
         self.shuffle = shuffle
         self._epoch, self._order = -1, list(range(len(pairs)))
         # One bound on sequence length for every packed batch, so compiled attention sees one value.
-        self._longest = max(128, 1 << (longest_sequence(pairs) - 1).bit_length())
+        self._longest = length_bound(longest_sequence(pairs))
 
     def position(self, index: int) -> dict[str, int]:
         return {"micro_batch": index, "epoch": index // self.batches_per_epoch}

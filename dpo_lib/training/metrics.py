@@ -51,10 +51,6 @@ class MeanTracker:
         sums = [self.sums[n].to(device) for n in names]
         return names, torch.stack([*sums, torch.tensor(float(self.count), device=device)])
 
-    def means(self) -> dict[str, float]:
-        names, totals = self.totals()
-        return {name: float(totals[i]) / max(self.count, 1) for i, name in enumerate(names)}
-
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE

@@ -58,6 +58,18 @@ def live_processes_mentioning(text: str) -> list[int]:
     return sorted(found)
 
 
+def trainers_of(run_dir: Path) -> list[int]:
+    """Live ``python -m dpo_lib train`` processes training into ``run_dir`` (bash execs a task's single command)."""
+    return [pid for pid in live_processes_mentioning(str(run_dir)) if b"dpo_lib\0train" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def children_of(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

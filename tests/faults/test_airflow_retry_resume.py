@@ -21,7 +21,7 @@ from tests.faults.airflow_retry import (
     trigger,
     uninterrupted_run,
 )
-from tests.faults.processes import kill_all, live_processes_mentioning, wait_for
+from tests.faults.processes import kill_all, trainers_of, wait_for
 from tests.serve.services import make_workdir, running_services
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -33,19 +33,6 @@ def services(tmp_path_factory):
     work = make_workdir(root / "work")
     with running_services(root, work, {**RETRY_ENV, "DPO_RUNNER": "local"}) as running:
         yield running
-
-
-def trainers_of(run_dir) -> list[int]:
-    """The ``python -m dpo_lib train`` processes training into ``run_dir`` (bash execs the single command)."""
-    return [pid for pid in live_processes_mentioning(str(run_dir)) if b"dpo_lib\0train" in _cmdline(pid)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def test_a_killed_train_task_is_retried_by_airflow_and_resumes_from_its_newest_checkpoint(services, tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,11 @@ from dpo_lib.orchestration import tasks
 from dpo_lib.orchestration.request import RequestError
 from dpo_lib.orchestration.settings import Settings
 from dpo_lib.orchestration.staging import check_dataset
+from tests.faults.planted_secrets import CREDENTIALS, MARKER
 
 pytestmark = pytest.mark.faults
 
-MARKER = f"planted-secret-{uuid.uuid4().hex}"
-SERVICE_ACCOUNT = json.dumps({
-    "type": "service_account", "project_id": "dpo-faults", "private_key_id": MARKER,
-    "private_key": f"-----BEGIN PRIVATE KEY-----\n{MARKER}\n-----END PRIVATE KEY-----\n",
-    "client_email": f"{MARKER}@dpo-faults.iam.gserviceaccount.com", "client_id": "1",
-    "token_uri": "http://127.0.0.1:1/token",
-})  # fmt: skip
-SECRETS = {
-    "FIREBASE_CREDENTIALS_JSON": SERVICE_ACCOUNT,
-    "AIRFLOW_CONN_DPO_FIREBASE": json.dumps(
-        {"conn_type": "google_cloud_platform", "password": MARKER, "extra": {"keyfile_dict": SERVICE_ACCOUNT}}
-    ),
-    "AIRFLOW__API_AUTH__JWT_SECRET": MARKER,
-    "HF_TOKEN": f"hf_{MARKER}",
-    "WANDB_API_KEY": MARKER,
-}
+SECRETS = {**CREDENTIALS, "AIRFLOW__API_AUTH__JWT_SECRET": MARKER, "WANDB_API_KEY": MARKER}
 # Tries to interpolate the worker's environment into the training config, and so into config.json and the logs.
 CONF = {
     "dataset_uri": "data/prefs.json",

@@ -19,7 +19,6 @@ import signal
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +32,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from dpo_lib.orchestration.settings import path_safe
 from dpo_lib.serving.client import AirflowAPI
 from dpo_lib.serving.home import AirflowHome
-from tests.faults.processes import live_processes_mentioning, newest_step, wait_for
+from tests.faults.airflow_retry import describe
+from tests.faults.planted_secrets import CREDENTIALS, MARKER
+from tests.faults.processes import newest_step, trainers_of, wait_for
 from tests.faults.webhook_bodies import bodies, check_refusal, expected_status
 from tests.postgres_server import postgres_server
 from tests.serve.services import make_workdir, max_overlap, running_services, state, tail
@@ -47,21 +48,7 @@ N_REST = N_WEBHOOK = int(os.environ.get("DPO_FAULTS_RUNS_PER_CHANNEL") or 20)
 TASKS = ("validate", "stage_dataset", "train", "evaluate", "cleanup")
 RESUMED = re.compile(r"resuming from checkpoint (\S+)/step-(\d+) at step (\d+)")
 
-MARKER = f"planted-secret-{uuid.uuid4().hex}"
-SERVICE_ACCOUNT = json.dumps({
-    "type": "service_account", "project_id": "dpo-faults", "private_key_id": MARKER,
-    "private_key": f"-----BEGIN PRIVATE KEY-----\n{MARKER}\n-----END PRIVATE KEY-----\n",
-    "client_email": f"{MARKER}@dpo-faults.iam.gserviceaccount.com", "client_id": "1",
-    "token_uri": "http://127.0.0.1:1/token",
-})  # fmt: skip
-SECRETS = {
-    "FIREBASE_CREDENTIALS_JSON": SERVICE_ACCOUNT,
-    "AIRFLOW_CONN_DPO_FIREBASE": json.dumps(
-        {"conn_type": "google_cloud_platform", "password": MARKER, "extra": {"keyfile_dict": SERVICE_ACCOUNT}}
-    ),
-    "AIRFLOW_VAR_DPO_SECRET": MARKER,
-    "HF_TOKEN": f"hf_{MARKER}",
-}
+SECRETS = {**CREDENTIALS, "AIRFLOW_VAR_DPO_SECRET": MARKER}
 # A request that tries to pull them in: OmegaConf interpolation, and Jinja that would render if Airflow templated
 # what a request carries (it reaches the train task's bash_command through the plan's XCom).
 PULLS_SECRETS = "${oc.env:FIREBASE_CREDENTIALS_JSON} {{ conn.dpo_firebase.password }} {{ var.value.dpo_secret }}"
@@ -144,28 +131,6 @@ def wait_all(api: AirflowAPI, run_ids: list[str], timeout_s: float) -> dict[str,
 
 def wait_until(condition: Callable[[], bool], timeout: float, message: Callable[[], str]) -> None:
     assert wait_for(condition, timeout, interval=0.1), message()
-
-
-def trainers(run_dir: Path) -> list[int]:
-    """Live ``python -m dpo_lib train`` processes of ``run_dir`` (bash execs the task's single command)."""
-    return [pid for pid in live_processes_mentioning(str(run_dir)) if b"dpo_lib\0train" in _cmdline(pid)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def describe(services, run_id: str) -> str:
-    """Every task's state and the end of each try's log, for an assertion message."""
-    api, parts = services.api(), []
-    for ti in api.task_instances(DAG_ID, run_id):
-        parts.append(f"== {ti.task_id}: {state(ti)} (try {ti.try_number})")
-        for try_number in range(1, (ti.try_number or 0) + 1):
-            parts.append(f"-- try {try_number}\n" + api.task_log(DAG_ID, run_id, ti.task_id, try_number)[-2000:])
-    return "\n".join(parts) + "\n== services\n" + tail(services.log, 3000)
 
 
 def api_answers(url: str) -> bool:
@@ -414,13 +379,13 @@ def test_scheduler_killed_mid_training_the_trainer_stops_and_the_next_try_resume
     wait_until(
         lambda: newest_step(run_dir) >= 2, 600, lambda: "train never checkpointed\n" + describe(services, run_id)
     )
-    assert len(trainers(run_dir)) == 1
+    assert len(trainers_of(run_dir)) == 1
     scheduler = services.component_pid("scheduler")
     os.kill(scheduler, signal.SIGKILL)
     killed = time.monotonic()
 
     # The trainer goes with the task process that started it (DPO_EXIT_WITH_PARENT, set by the local runner).
-    wait_until(lambda: not trainers(run_dir), 15, lambda: f"a trainer outlived its task: {trainers(run_dir)}")
+    wait_until(lambda: not trainers_of(run_dir), 15, lambda: f"a trainer outlived its task: {trainers_of(run_dir)}")
     trainer_gone_s = time.monotonic() - killed
     step_at_kill = newest_step(run_dir)
     wait_until(lambda: services.component_pid("scheduler") not in (None, scheduler), 60, lambda: tail(services.log))
@@ -461,7 +426,7 @@ def test_api_server_killed_mid_training_the_run_carries_on_and_old_tokens_still_
         lambda: api_answers(services.url), 180, lambda: "the api-server did not come back\n" + tail(services.log)
     )
     outage_s = time.monotonic() - killed
-    still_training = bool(trainers(run_dir)) and newest_step(run_dir) < steps
+    still_training = bool(trainers_of(run_dir)) and newest_step(run_dir) < steps
     assert still_training, "train ended before the api-server was back: the test did not span the outage"
 
     api = AirflowAPI(services.url, token)  # the old token: every api-server signs with the same secret
