@@ -48,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precompute-ref", action="store_true")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on cuda")
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--compile-logp-head", action="store_true", help="fuse the chunked head's element-wise work")
+    parser.add_argument(
+        "--compile-logp-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fuse the chunked head's element-wise work (default: with --compile)",
+    )
     parser.add_argument("--attn", default="auto", help="attention implementation (auto: varlen on cuda)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -85,7 +90,7 @@ def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path) -> di
         f"trainer.precompute_ref_logps={str(args.precompute_ref).lower()}",
         f"trainer.compile={_switch(args.compile)}",
         f"trainer.activation_checkpointing={str(args.activation_checkpointing).lower()}",
-        f"trainer.compile_logp_head={str(args.compile_logp_head).lower()}",
+        f"trainer.compile_logp_head={_switch(args.compile_logp_head)}",
         f"trainer.attn_implementation={args.attn}",
         f"batch_size={args.pairs_per_step}",
         f"eval_batch_size={args.pairs_per_step}",
@@ -183,7 +188,7 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
             "precompute_ref": args.precompute_ref,
             "compile": trainer.trainer_cfg["compile"],
             "activation_checkpointing": args.activation_checkpointing,
-            "compile_logp_head": args.compile_logp_head,
+            "compile_logp_head": trainer.trainer_cfg["compile_logp_head"],
             "attn": trainer.trainer_cfg["attn_implementation"],
         },
         "setup_s": round(setup_s, 2),

@@ -155,6 +155,11 @@ class FSDPTrainer(DistributedTrainer):
         fully_shard(model, **kwargs)
         return model
 
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        # Sharded (DTensor) gradients: clip_grad_norm_ reduces their norm over all processes;
+        # the fused optimizer cannot take a DTensor clipping divisor.
+        return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+
 
 class TensorParallelTrainer(DistributedTrainer):
     """Tensor parallel: attention and MLP projections split across processes, the rest replicated.

@@ -30,6 +30,7 @@ from dpo_lib.data.tokenize import TokenizedPair
 from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import compute_loss, needs_reference
 from dpo_lib.training import attention, checkpoint
+from dpo_lib.training.clipping import clip_gradients
 from dpo_lib.training.data import PairBatches, load_splits, tokenize_all
 from dpo_lib.training.logps import PairLogps, SequenceLogpModel
 from dpo_lib.training.metrics import MeanTracker, pair_metrics, update_metrics
@@ -104,6 +105,8 @@ def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str,
     for key in ("packing", "compile"):
         if cfg.get(key, "auto") == "auto":
             cfg[key] = on_gpu
+    if cfg.get("compile_logp_head", "auto") == "auto":
+        cfg["compile_logp_head"] = cfg["compile"]
     if cfg.get("attn_implementation", "auto") == "auto":
         packed_kernel = attention.NAME if attention.available_on_gpu() else "flex_attention"
         cfg["attn_implementation"] = packed_kernel if on_gpu and cfg["packing"] else "sdpa"
@@ -146,7 +149,8 @@ class Trainer:
         return {"fused": self.device.type == "cuda"}  # one kernel for the whole update
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
-        return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        return clip_gradients(grads, max_norm, self.optimizer)
 
     def save_checkpoint(self, trainer_state: dict[str, Any]) -> Path:
         return checkpoint.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler,
@@ -224,7 +228,7 @@ class Trainer:
         if not trainable:
             causal_lm.requires_grad_(False)
         model = SequenceLogpModel(causal_lm, self.trainer_cfg.get("logp_chunk_size"),
-                                  compile_head=bool(self.trainer_cfg.get("compile_logp_head")))  # fmt: skip
+                                  compile_head=self.trainer_cfg["compile_logp_head"])  # fmt: skip
         model = self.prepare_model(model, trainable=trainable)
         if self.trainer_cfg.get("compile"):
             for layer in causal_lm.get_decoder().layers:

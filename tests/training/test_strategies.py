@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dpo_lib.training.trainer import BasicTrainer
+from dpo_lib.training.trainer import BasicTrainer, resolve_auto
 from tests.training.conftest import unreadable_by_others
 
 COMPARED = ("loss", "logps/chosen", "logps/rejected", "rewards/margins", "grad_norm")
@@ -47,6 +47,25 @@ def test_packing_and_chunked_head_leave_logps_unchanged(make_config, features):
     torch.testing.assert_close(b.chosen, a.chosen, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(b.rejected, a.rejected, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "device,switches,expected",
+    [
+        ("cuda", {}, {"packing": True, "compile": True, "compile_logp_head": True}),
+        ("cpu", {}, {"packing": False, "compile": False, "compile_logp_head": False,
+                     "attn_implementation": "sdpa"}),
+        ("cuda", {"compile": False}, {"compile": False, "compile_logp_head": False}),
+        ("cpu", {"compile_logp_head": True}, {"compile": False, "compile_logp_head": True}),
+    ],
+    ids=["gpu-fast-path", "cpu-simple-path", "head-follows-compile", "explicit-head-kept"],
+)  # fmt: skip
+def test_auto_switches_resolve_per_device(device, switches, expected):
+    auto = {"packing": "auto", "compile": "auto", "compile_logp_head": "auto", "attn_implementation": "auto"}
+    resolved = resolve_auto({**auto, **switches}, torch.device(device))
+    assert {key: resolved[key] for key in expected} == expected
+    if device == "cuda" and not switches:
+        assert resolved["attn_implementation"] in ("varlen", "flex_attention")
 
 
 def test_the_compile_logp_head_switch_reaches_policy_and_reference(make_config):
