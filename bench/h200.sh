@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark behind docs/benchmarks.md: dpo_lib's trainer and TRL's DPOTrainer on the
 # same model shape and data, one after the other on the same machine.
-#   bench/h200.sh OUTDIR [quick|single|fsdp]
+#   bench/h200.sh OUTDIR [quick|single|ablations|checkpointing|fsdp]
 # Each result is one JSON line appended to OUTDIR/results.jsonl; logs go to OUTDIR/*.log.
 set -uo pipefail
 out=${1:?output directory}; mode=${2:-single}
@@ -16,8 +16,8 @@ run() {  # run NAME COMMAND...
     echo "{\"run\": \"$name\", \"failed\": true}" >> "$out/results.jsonl"; tail -n 30 "$out/$name.log"
   fi
 }
-ours="python3 -m dpo_lib bench --steps 20 --warmup 8"
-fast="--compile --attn varlen"   # packing and the chunked head are on by default
+ours="python3 -m dpo_lib bench --steps 30 --warmup 8"
+fast="--compile --attn varlen"   # packing, the chunked head and its compilation are on by default
 trl="--steps 20 --warmup 8"
 case $mode in
   quick)
@@ -30,11 +30,16 @@ case $mode in
     run trl_precompute python3 bench/trl_dpo.py $trl --precompute-ref
     run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing ;;
   ablations)  # each speed feature off, one at a time, against ours_live
+    run ours_live $ours $fast
+    run ours_eager_logp_head $ours $fast --no-compile-logp-head
     run ours_flex_attention $ours --compile --attn flex_attention
     run ours_no_compile $ours --attn varlen
     run ours_packing_dense_mask $ours --compile --attn sdpa
     run ours_no_packing $ours --compile --no-packing --attn sdpa --warmup 12
     run ours_full_logits $ours $fast --logp-chunk-size 0 ;;
+  checkpointing)  # the gradient checkpointing comparison alone
+    run ours_checkpointing $ours $fast --activation-checkpointing
+    run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing ;;
   fsdp)
     run fsdp1 $ours $fast --strategy fsdp --processes 1
     run fsdp2 $ours $fast --strategy fsdp --processes 2 --pairs-per-step 16
