@@ -33,7 +33,7 @@ case $mode in
     run ours_live $ours $fast
     run ours_eager_logp_head $ours $fast --no-compile-logp-head
     run ours_flex_attention $ours --compile --attn flex_attention
-    run ours_no_compile $ours --attn varlen
+    run ours_no_compile $ours --no-compile --attn varlen
     run ours_packing_dense_mask $ours --compile --attn sdpa
     run ours_no_packing $ours --compile --no-packing --attn sdpa --warmup 12
     run ours_full_logits $ours $fast --logp-chunk-size 0 ;;

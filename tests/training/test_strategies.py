@@ -166,6 +166,25 @@ def test_distributed_strategies_match_basic_on_the_same_batch(cli_base, basic_ru
         torch.testing.assert_close(final[key], reference[key], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL and bf16 kernels need GPUs")
+@pytest.mark.parametrize("strategy", ["fsdp", "tensor_parallel"])
+def test_distributed_strategies_match_basic_on_gpus_with_nccl(cli_base, strategy, tmp_path):
+    """The same comparison on GPUs, NCCL between up to 2 of them, bf16: equal within bf16 tolerance."""
+    gpu = [*cli_base, "max_steps=1", "checkpoint_every=0", "trainer.device=cuda", "trainer.compile=false"]
+    run_cli([*gpu, f"run_dir={tmp_path / 'basic'}"])
+    nproc = min(torch.cuda.device_count(), 2)  # the tiny model's 2 key-value heads split over at most 2
+    run_cli([*gpu, f"trainer={strategy}", "trainer.device=cuda", f"trainer.nproc={nproc}",
+             f"run_dir={tmp_path / strategy}"])  # fmt: skip
+    expected = json.loads((tmp_path / "basic" / "metrics.json").read_text())["train"]
+    got = json.loads((tmp_path / strategy / "metrics.json").read_text())["train"]
+    for name in COMPARED:
+        assert got[name] == pytest.approx(expected[name], rel=3e-2, abs=1e-2), name
+    final = load_file(tmp_path / strategy / "final" / "model.safetensors")
+    reference = load_file(tmp_path / "basic" / "final" / "model.safetensors")
+    for key in reference:  # Adam's first step moves each weight by about lr (5e-4) whatever the gradient's size
+        torch.testing.assert_close(final[key], reference[key], atol=1.5e-3, rtol=0)
+
+
 def test_fsdp_resume_from_sharded_checkpoint_equals_uninterrupted(cli_base, tmp_path):
     fsdp = [*cli_base, "trainer=fsdp", "trainer.device=cpu", "trainer.nproc=2", "checkpoint_every=2"]
     run_cli([*fsdp, "max_steps=4", f"run_dir={tmp_path / 'straight'}"])
