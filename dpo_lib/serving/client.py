@@ -15,12 +15,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import urllib3
 
+from dpo_lib.orchestration.names import new_run_id
 from dpo_lib.serving.home import AirflowHome
 
 FINISHED_STATES = {"success", "failed"}
@@ -233,11 +233,6 @@ class AirflowAPI:
         # The whole pool: with a partial body and update_mask, Airflow 3.3.2 answers 422.
         body = c.PoolPatchBody(pool=name, slots=slots, description=description, include_deferred=False)
         self._call(f"update pool {name}", api.patch_pool, name, body)
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A run id in Airflow's own form for manual runs, unique to the microsecond."""
-    return f"manual__{(now or datetime.now(UTC)).isoformat()}"
 
 
 def run_metrics(api: AirflowAPI, dag_id: str, run_id: str) -> dict | None:

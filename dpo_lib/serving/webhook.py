@@ -40,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dpo_lib.orchestration.names import FINETUNE_DAG_ID
+from dpo_lib.orchestration.names import FINETUNE_DAG_ID, new_run_id
 from dpo_lib.orchestration.request import request_problems
 from dpo_lib.orchestration.settings import Settings
 
@@ -177,7 +177,11 @@ def _trigger(conf: dict[str, Any], user_name: str) -> Any:
         return _error(400, f"{FINETUNE_DAG_ID} has import errors and cannot be triggered")
     try:
         return trigger_dag(
-            FINETUNE_DAG_ID, triggered_by=DagRunTriggeredByType.REST_API, triggering_user_name=user_name, conf=conf
+            FINETUNE_DAG_ID,
+            triggered_by=DagRunTriggeredByType.REST_API,
+            triggering_user_name=user_name,
+            conf=conf,
+            run_id=new_run_id(),  # Airflow's default is the time alone: same-microsecond requests would collide
         )
     except DagNotFound as exc:
         return _error(404, str(exc))

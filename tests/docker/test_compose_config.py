@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import yaml
 
+from dpo_lib.serving import services
 from tests.conftest import REPO
 from tests.system_packages import ensure_commands
 
@@ -51,6 +52,13 @@ def test_the_compose_file_is_valid_with_and_without_the_celery_profile(config):
     assert profiled == {"redis", "airflow-worker"}
     assert config["services"]["redis"]["profiles"] == ["celery"]
     assert compose_config().returncode == 0  # and without the profile
+
+
+@needs_compose
+def test_tasks_outlast_an_api_server_restart_as_long_as_under_the_launcher(config):
+    launcher = services.TUNABLE_DEFAULTS["AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS"]
+    for name in ("airflow-scheduler", "airflow-worker"):  # where tasks and their heartbeats run
+        assert config["services"][name]["environment"]["AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS"] == launcher, name
 
 
 @needs_compose

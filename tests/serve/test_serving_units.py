@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import sys
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
+from dpo_lib.orchestration.names import new_run_id
 from dpo_lib.orchestration.request import request_problems
 from dpo_lib.serving import health, services
-from dpo_lib.serving.client import Credentials, new_run_id, render_log
+from dpo_lib.serving.client import Credentials, render_log
 from dpo_lib.serving.home import AirflowHome
 from dpo_lib.serving.trigger_cli import read_conf
 
@@ -120,9 +123,11 @@ def test_credentials_fall_back_to_the_password_kept_in_airflow_home(tmp_path):
     assert explicit == Credentials("http://af:8080", "admin", "x")
 
 
-def test_run_ids_look_like_airflows_and_differ():
-    first, second = new_run_id(), new_run_id()
-    assert first.startswith("manual__") and first != second
+def test_run_ids_look_like_airflows_and_differ_even_in_the_same_microsecond():
+    now = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    first, second = new_run_id(now), new_run_id(now)
+    assert first.startswith("manual__2026-01-01T12:00:00.123456+00:00_") and first != second
+    assert re.fullmatch(r"[A-Za-z0-9_.~:+-]+", first)  # Airflow's default allowed_run_id_pattern
 
 
 def test_trigger_conf_is_json_or_a_file(tmp_path):
@@ -244,3 +249,24 @@ def test_webhook_checks_authorization_before_reading_the_body(monkeypatch):
     answer = client.post("/trigger-finetune", content=b"{not even json")
     assert answer.status_code == 403 and "viewer" in answer.json()["detail"]
     assert triggered == []
+
+
+def test_webhook_triggers_in_the_same_microsecond_get_different_run_ids(monkeypatch):
+    import airflow.api.common.trigger_dag as airflow_trigger
+    from airflow.models.dag import DagModel
+
+    from dpo_lib.orchestration import names
+    from dpo_lib.serving import webhook
+
+    frozen = datetime(2026, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(names, "datetime", SimpleNamespace(now=lambda tz: frozen))
+    monkeypatch.setattr(DagModel, "get_current", lambda *args, **kwargs: SimpleNamespace(has_import_errors=False))
+    triggered = []
+    monkeypatch.setattr(airflow_trigger, "trigger_dag", lambda dag_id, **kwargs: triggered.append(kwargs["run_id"]))
+
+    webhook._trigger({"exp_name": "a"}, "admin")
+    webhook._trigger({"exp_name": "a"}, "admin")
+
+    assert len(set(triggered)) == 2 and all(
+        run_id.startswith("manual__2026-01-01T00:00:00+00:00_") for run_id in triggered
+    )
