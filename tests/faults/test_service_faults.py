@@ -27,6 +27,7 @@ from typing import Any
 
 import jwt
 import pytest
+import sqlalchemy
 from hypothesis import HealthCheck, assume, given, settings
 
 from dpo_lib.orchestration.settings import path_safe
@@ -342,12 +343,27 @@ def test_forty_runs_at_once_all_succeed_within_the_gpu_pool_each_in_its_own_fold
     assert (services.artifacts_root / "load-rest" / "not-a-run" / "keep.json").read_text() == "{}"
     assert len(list(services.artifacts_root.glob("load-rest/manual__*/metrics.json"))) == N_REST
     assert len(list(services.artifacts_root.glob("load-hook/manual__*/metrics.json"))) == N_WEBHOOK
+    # The runs really went through PostgreSQL: their rows are there, and no SQLite file was made.
+    assert dag_run_states(services, run_ids) == dict.fromkeys(run_ids, "success")
+    assert not (services.home / "airflow.db").exists()
     durations.sort()
     print(
         f"\n{len(run_ids)} runs in {load.seconds:.0f} s; per run {durations[0]:.0f}-{durations[-1]:.0f} s "
         f"(median {durations[len(durations) // 2]:.0f} s); peak train overlap {peak}; webhook 503s retried {load.busy}; "
         f"tasks retried {len(retried)}" + "".join(f"\n  {task}: {why}" for task, why in retried.items())
     )
+
+
+def dag_run_states(services, run_ids: list[str]) -> dict[str, str]:
+    """The runs' states as the metadata database itself holds them."""
+    engine = sqlalchemy.create_engine(services.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        with engine.connect() as connection:
+            query = sqlalchemy.text("SELECT run_id, state FROM dag_run WHERE dag_id = :dag_id")
+            rows = connection.execute(query, {"dag_id": DAG_ID}).all()
+    finally:
+        engine.dispose()
+    return {run_id: state for run_id, state in rows if run_id in run_ids}
 
 
 def failure_lines(log: str) -> str:
