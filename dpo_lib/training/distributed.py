@@ -212,8 +212,9 @@ class TensorParallelTrainer(DistributedTrainer):
             else:
                 replicated += grad.float().pow(2).sum()
         total = (self.all_reduce_sum(sharded) + replicated).sqrt()
-        coefficient = max_norm / (total + 1e-6)
-        if coefficient < 1:
-            for grad in grads:
-                grad.mul_(coefficient)
+        # Applied every step (scaling by 1 is exact) rather than after asking the host whether
+        # it is needed: that question would wait for the GPU once per step.
+        coefficient = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for grad in grads:
+            grad.mul_(coefficient)
         return total
