@@ -21,7 +21,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from dpo_lib.config import ConfigError
 from dpo_lib.io import make_readable_by_all
-from dpo_lib.training import checkpoint
+from dpo_lib.training import checkpoint, clipping
 from dpo_lib.training.logps import SequenceLogpModel
 from dpo_lib.training.trainer import Trainer
 
@@ -214,7 +214,7 @@ class TensorParallelTrainer(DistributedTrainer):
         total = (self.all_reduce_sum(sharded) + replicated).sqrt()
         # Applied every step (scaling by 1 is exact) rather than after asking the host whether
         # it is needed: that question would wait for the GPU once per step.
-        coefficient = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        coefficient = (max_norm / (total + clipping.EPS)).clamp(max=1.0)
         for grad in grads:
             grad.mul_(coefficient)
         return total

@@ -35,12 +35,21 @@ def leftovers(run_dir: Path) -> list[str]:
     return sorted(found + [p.name for p in [*run_dir.glob(".final.*"), *run_dir.glob(".discard-*")]])
 
 
-def _state(pid: int) -> str | None:
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: zombies are dead, only not yet reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]  # the field after "(comm)"
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # the state, the field after "(comm)"
+
+
+def command_line(pid: int) -> str:
+    """``pid``'s arguments joined by spaces; empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def live_processes_mentioning(text: str) -> list[int]:
@@ -49,25 +58,14 @@ def live_processes_mentioning(text: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and _state(int(entry.name)) not in (None, "Z", "X"):
+        if text in command_line(int(entry.name)) and is_alive(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)
 
 
 def trainers_of(run_dir: Path) -> list[int]:
     """Live ``python -m dpo_lib train`` processes training into ``run_dir`` (bash execs a task's single command)."""
-    return [pid for pid in live_processes_mentioning(str(run_dir)) if b"dpo_lib\0train" in _cmdline(pid)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    return [pid for pid in live_processes_mentioning(str(run_dir)) if "dpo_lib train" in command_line(pid)]
 
 
 def children_of(pid: int) -> list[int]:
@@ -75,6 +73,12 @@ def children_of(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def component_pid(launcher_pid: int, name: str) -> int | None:
+    """The pid of the Airflow component (``scheduler``, ``api-server``, ...) the launcher runs now, None if none."""
+    titles = (f"airflow {name}", f"airflow {name.replace('-', '_')}")  # the api-server retitles itself
+    return next((pid for pid in children_of(launcher_pid) if any(t in command_line(pid) for t in titles)), None)
 
 
 def kill_all(pids: list[int]) -> None:

@@ -35,7 +35,7 @@ from dpo_lib.serving.client import AirflowAPI
 from dpo_lib.serving.home import AirflowHome
 from tests.faults.airflow_retry import describe
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
-from tests.faults.processes import newest_step, trainers_of, wait_for
+from tests.faults.processes import component_pid, newest_step, trainers_of, wait_for
 from tests.faults.webhook_bodies import bodies, check_refusal, expected_status
 from tests.postgres_server import postgres_server
 from tests.serve.services import make_workdir, max_overlap, running_services, state, tail
@@ -396,7 +396,7 @@ def test_scheduler_killed_mid_training_the_trainer_stops_and_the_next_try_resume
         lambda: newest_step(run_dir) >= 2, 600, lambda: "train never checkpointed\n" + describe(services, run_id)
     )
     assert len(trainers_of(run_dir)) == 1
-    scheduler = services.component_pid("scheduler")
+    scheduler = component_pid(services.launcher_pid, "scheduler")
     os.kill(scheduler, signal.SIGKILL)
     killed = time.monotonic()
 
@@ -404,7 +404,11 @@ def test_scheduler_killed_mid_training_the_trainer_stops_and_the_next_try_resume
     wait_until(lambda: not trainers_of(run_dir), 15, lambda: f"a trainer outlived its task: {trainers_of(run_dir)}")
     trainer_gone_s = time.monotonic() - killed
     step_at_kill = newest_step(run_dir)
-    wait_until(lambda: services.component_pid("scheduler") not in (None, scheduler), 60, lambda: tail(services.log))
+    wait_until(
+        lambda: component_pid(services.launcher_pid, "scheduler") not in (None, scheduler),
+        60,
+        lambda: tail(services.log),
+    )
 
     final = api.wait(DAG_ID, run_id, timeout_s=900, poll_s=2)
     recovered_s = time.monotonic() - killed
@@ -434,7 +438,7 @@ def test_api_server_killed_mid_training_the_run_carries_on_and_old_tokens_still_
     wait_until(
         lambda: newest_step(run_dir) >= 1, 600, lambda: "train never checkpointed\n" + describe(services, run_id)
     )
-    api_server = services.component_pid("api-server")
+    api_server = component_pid(services.launcher_pid, "api-server")
     os.kill(api_server, signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: not api_answers(services.url), 10, lambda: "the api-server still answers")
@@ -467,7 +471,7 @@ def test_planted_secrets_appear_in_no_task_log_rendered_template_xcom_or_file(se
     """Runs last: every run this module made (the forty, the restarted ones), every task, every try."""
     # The secrets really are in the services' environment: the launcher's, and the scheduler's, which every task
     # process inherits. (The api-server's /proc environ reads as NULs: setting its process title overwrote it.)
-    for pid in (services.launcher_pid, services.component_pid("scheduler")):
+    for pid in (services.launcher_pid, component_pid(services.launcher_pid, "scheduler")):
         assert MARKER.encode() in Path(f"/proc/{pid}/environ").read_bytes()
     api = services.api()
     c = api._client_module

@@ -19,7 +19,7 @@ import pytest
 
 from dpo_lib.cli import EXIT_WITH_PARENT_ENV
 from dpo_lib.orchestration.runners import command_task
-from tests.faults.processes import wait_for
+from tests.faults.processes import is_alive, wait_for
 from tests.settings_under import settings_under
 
 SLEEPER = """
@@ -59,26 +59,18 @@ def start_task_process(tmp_path, exit_with_parent: bool) -> tuple[subprocess.Pop
     return proc, int(proc.stdout.readline())
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.parametrize("exit_with_parent", [True, False])
 def test_a_command_started_for_a_task_dies_with_the_task_process(tmp_path, exit_with_parent):
     task, command = start_task_process(tmp_path, exit_with_parent)
     try:
         time.sleep(1.0)  # the command is running (and has asked for its parent-death signal)
-        assert alive(command)
+        assert is_alive(command)
         task.kill()
         task.wait(timeout=10)
-        gone = wait_for(lambda: not alive(command), timeout=10 if exit_with_parent else 3, interval=0.05)
+        gone = wait_for(lambda: not is_alive(command), timeout=10 if exit_with_parent else 3, interval=0.05)
         assert gone is exit_with_parent  # without the variable the command outlives its task: the bug it fixes
     finally:
-        if alive(command):
+        if is_alive(command):
             os.kill(command, signal.SIGKILL)
 
 

@@ -63,22 +63,6 @@ class RunningServices:
     def artifacts_root(self) -> Path:
         return Path(self.env["DPO_ARTIFACTS_ROOT"])
 
-    def component_pid(self, name: str) -> int | None:
-        """The pid of a component the launcher runs now (``scheduler``, ``api-server``, ...), None if none."""
-        titles = (f"airflow {name}", f"airflow {name.replace('-', '_')}")  # the api-server retitles itself
-        try:
-            children = Path(f"/proc/{self.launcher_pid}/task/{self.launcher_pid}/children").read_text().split()
-        except OSError:
-            return None
-        for pid in map(int, children):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if any(title in cmdline for title in titles):
-                return pid
-        return None
-
     def client_env(self) -> dict[str, str]:
         """The environment for ``python -m dpo_lib trigger`` against these services."""
         return {

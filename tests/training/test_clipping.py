@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from dpo_lib.training.clipping import clip_gradients
+from dpo_lib.training.clipping import EPS, clip_gradients
 
 # Adam's first step barely depends on the gradients' scale (m / sqrt(v)); a large epsilon
 # makes it depend on it, so a clipping that is not applied shows in the weights.
-EPS = 0.1
+ADAM_EPS = 0.1
 
 
 def _model_with_grads(scale: float) -> torch.nn.Module:
@@ -20,7 +20,7 @@ def _model_with_grads(scale: float) -> torch.nn.Module:
 
 
 def _step_with_clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=EPS, foreach=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=ADAM_EPS, foreach=False)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
     return norm
@@ -34,7 +34,9 @@ def test_clip_gradients_then_step_matches_clip_grad_norm(fused: bool, scale: flo
     model = _model_with_grads(scale)
     expected_norm = _step_with_clip_grad_norm(reference, max_norm)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=EPS, fused=fused, foreach=None if fused else True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-2, eps=ADAM_EPS, fused=fused, foreach=None if fused else True
+    )
     norm = clip_gradients([p.grad for p in model.parameters()], max_norm, optimizer)
     optimizer.step()
 
@@ -52,7 +54,7 @@ def test_fused_clipping_leaves_gradients_for_the_optimizer_to_scale() -> None:
 
     assert norm > 1.0
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before, strict=True))
-    assert torch.allclose(optimizer.grad_scale, norm + 1e-6)
+    assert torch.allclose(optimizer.grad_scale, norm + EPS)
     assert "grad_scale" not in str(optimizer.state_dict())
 
 

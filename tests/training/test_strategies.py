@@ -173,15 +173,16 @@ def test_distributed_strategies_match_basic_on_gpus_with_nccl(cli_base, strategy
     gpu = [*cli_base, "max_steps=1", "checkpoint_every=0", "trainer.device=cuda", "trainer.compile=false"]
     run_cli([*gpu, f"run_dir={tmp_path / 'basic'}"])
     nproc = min(torch.cuda.device_count(), 2)  # the tiny model's 2 key-value heads split over at most 2
-    run_cli([*gpu, f"trainer={strategy}", "trainer.device=cuda", f"trainer.nproc={nproc}",
-             f"run_dir={tmp_path / strategy}"])  # fmt: skip
+    run_cli([*gpu, f"trainer={strategy}", f"trainer.nproc={nproc}", f"run_dir={tmp_path / strategy}"])
     expected = json.loads((tmp_path / "basic" / "metrics.json").read_text())["train"]
     got = json.loads((tmp_path / strategy / "metrics.json").read_text())["train"]
     for name in COMPARED:
         assert got[name] == pytest.approx(expected[name], rel=3e-2, abs=1e-2), name
     final = load_file(tmp_path / strategy / "final" / "model.safetensors")
     reference = load_file(tmp_path / "basic" / "final" / "model.safetensors")
-    for key in reference:  # Adam's first step moves each weight by about lr (5e-4) whatever the gradient's size
+    # Adam's first step moves each weight by about lr (5e-4) whatever the gradient's size, and bf16 can flip
+    # the sign of tiny gradients: this checks the gathered weights are the trained model, in the same layout.
+    for key in reference:
         torch.testing.assert_close(final[key], reference[key], atol=1.5e-3, rtol=0)
 
 
