@@ -1,9 +1,14 @@
 """DAG ``dpo_nightly``: the ``dpo_finetune`` task graph on a schedule, every night by default.
 
-Airflow Variables choose what runs (read when the file is parsed; defaults in brackets):
+What runs is chosen without asking the metadata database while the file is parsed:
 
-* ``dpo_nightly_schedule``: a cron expression in UTC [``0 2 * * *``, 02:00 UTC];
-* ``dpo_nightly_dataset_uri``: the dataset to fine-tune on [``data/dataset.json``].
+* the schedule, a cron expression in UTC: ``DPO_NIGHTLY_SCHEDULE``, or the Airflow Variable
+  ``dpo_nightly_schedule`` set as an environment variable (``AIRFLOW_VAR_DPO_NIGHTLY_SCHEDULE``)
+  [``0 2 * * *``, 02:00 UTC];
+* the dataset: ``DPO_NIGHTLY_DATASET_URI`` (or ``AIRFLOW_VAR_DPO_NIGHTLY_DATASET_URI``) when the file
+  is parsed, and at run time the Airflow Variable ``dpo_nightly_dataset_uri`` wherever it is kept
+  (UI, CLI, secrets backend), which ``validate`` reads for a run whose conf names no dataset
+  [``data/dataset.json``].
 
 No catchup (a missed night is not replayed), one active run at a time, and every Param has a
 valid default, so a scheduled run needs no conf. Trigger it by hand with a conf to override one.
@@ -13,22 +18,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import CronTriggerTimetable, Variable
+from airflow.sdk import CronTriggerTimetable
 
-from dpo_lib.orchestration.dag_factory import build_finetune_dag
+from dpo_lib.dag.dag_factory import build_finetune_dag
 from dpo_lib.orchestration.names import NIGHTLY_DAG_ID
+from dpo_lib.settings import NightlySettings
 
-SCHEDULE = Variable.get("dpo_nightly_schedule", default="0 2 * * *")
-DATASET_URI = Variable.get("dpo_nightly_dataset_uri", default="data/dataset.json")
+nightly = NightlySettings.from_env()
 
 dag = build_finetune_dag(
     NIGHTLY_DAG_ID,
     # run_immediately=0: the first run is the next slot. (False would still run a slot missed by
     # less than a tenth of a day when the DAG first appears: Airflow 3.3's "recent enough" rule.)
-    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=timedelta(0)),
-    param_defaults={"dataset_uri": DATASET_URI, "exp_name": "nightly"},
+    schedule=CronTriggerTimetable(nightly.schedule, timezone="UTC", run_immediately=timedelta(0)),
+    param_defaults={"dataset_uri": nightly.dataset_uri, "exp_name": "nightly"},
+    runtime_variables={"dataset_uri": "dpo_nightly_dataset_uri"},
     max_active_runs=1,
-    description="Nightly DPO fine-tune (schedule and dataset from Airflow Variables)",
+    description="Nightly DPO fine-tune (schedule and dataset from DPO_NIGHTLY_* or the dpo_nightly_* Variables)",
     doc_md=__doc__,
     tags=["dpo", "nightly"],
 )

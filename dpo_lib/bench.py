@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dpo_lib.settings import Settings
+from dpo_lib.spec import TrainConfig
+
 SHAPES = {
     # TinyLlama-1.1B: hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocabulary 32000.
     "tinyllama": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
@@ -74,67 +77,64 @@ def random_pairs(n: int, args: argparse.Namespace, vocab_size: int, seed: int):
     ]
 
 
-def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path) -> dict:
-    from dpo_lib.config import compose_config
+def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path):
+    """The training config the benchmark runs: the chosen loss and strategy, its switches, no eval or checkpoints."""
+    from dpo_lib.config import build_config
 
-    chunk = args.logp_chunk_size or None
-    overrides = [
-        "exp_name=bench",
-        f"run_dir={run_dir}",
-        f"model.name_or_path={model_dir}",
-        f"loss={args.loss}",
-        f"trainer={args.strategy}",
-        f"trainer.device={args.device}",
-        f"trainer.packing={_switch(args.packing)}",
-        f"trainer.logp_chunk_size={chunk if chunk else 'null'}",
-        f"trainer.precompute_ref_logps={str(args.precompute_ref).lower()}",
-        f"trainer.compile={_switch(args.compile)}",
-        f"trainer.activation_checkpointing={str(args.activation_checkpointing).lower()}",
-        f"trainer.compile_logp_head={_switch(args.compile_logp_head)}",
-        f"trainer.attn_implementation={args.attn}",
-        f"batch_size={args.pairs_per_step}",
-        f"eval_batch_size={args.pairs_per_step}",
-        f"max_steps={args.warmup + args.steps}",
-        "warmup_steps=0",
-        "checkpoint_every=0",
-        "eval_every=0",
-        f"seed={args.seed}",
-    ]
-    return compose_config(overrides)
+    values = {
+        "exp_name": "bench",
+        "run_dir": str(run_dir),
+        "model.name_or_path": str(model_dir),
+        "trainer.device": args.device,
+        "trainer.packing": _switch(args.packing),
+        "trainer.logp_chunk_size": args.logp_chunk_size or None,
+        "trainer.precompute_ref_logps": args.precompute_ref,
+        "trainer.compile": _switch(args.compile),
+        "trainer.activation_checkpointing": args.activation_checkpointing,
+        "trainer.compile_logp_head": _switch(args.compile_logp_head),
+        "trainer.attn_implementation": args.attn,
+        "batch_size": args.pairs_per_step,
+        "eval_batch_size": args.pairs_per_step,
+        "max_steps": args.warmup + args.steps,
+        "warmup_steps": 0,
+        "checkpoint_every": 0,
+        "eval_every": 0,
+        "seed": args.seed,
+    }
+    if args.processes:
+        values["trainer.nproc"] = args.processes
+    return build_config([f"loss={args.loss}", f"trainer={args.strategy}"], values)
 
 
-def _switch(flag: bool | None) -> str:
-    return "auto" if flag is None else str(flag).lower()
+def _switch(flag: bool | None) -> bool | str:
+    return "auto" if flag is None else flag
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpo_lib.training.launch import needs_launch, relaunch_under_torchrun
-
     shape = SHAPES["tiny" if args.tiny else "tinyllama"]
-    shared = Path(os.environ.get("DPO_BENCH_DIR") or tempfile.mkdtemp(prefix="dpo-bench-"))
+    bench_dir = Settings.from_env().bench_dir
+    shared = bench_dir or Path(tempfile.mkdtemp(prefix="dpo-bench-"))
     model_dir, run_dir = shared / "model", shared / "run"
     model_dir.mkdir(parents=True, exist_ok=True)
-    cfg = bench_config(args, model_dir, run_dir)
-    if args.processes:
-        cfg["trainer"]["nproc"] = args.processes
-    if needs_launch(cfg):
+    config = bench_config(args, model_dir, run_dir)
+    if config.needs_torchrun and "LOCAL_RANK" not in os.environ:
+        from dpo_lib.training.torchrun import relaunch
+
         os.environ["DPO_BENCH_DIR"] = str(shared)  # every process writes and reads the same model config
-        argv = sys.argv[sys.argv.index("bench") + 1 :]
-        return relaunch_under_torchrun(cfg, argv, command="bench")
-    return measure(args, cfg, shape, model_dir)
+        return relaunch(config.trainer, args.argv, command="bench")
+    return measure(args, config, shape, model_dir)
 
 
-def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -> int:
+def measure(args: argparse.Namespace, config: TrainConfig, shape: dict, model_dir: Path) -> int:
     import torch
     from transformers import LlamaConfig
 
-    from dpo_lib.losses import needs_reference
     from dpo_lib.training.metrics import MeanTracker
-    from dpo_lib.training.runner import build_trainer
+    from dpo_lib.training.recipe import build_trainer
 
     if int(os.environ.get("RANK", "0")) == 0:
         LlamaConfig(**shape, max_position_embeddings=2048, tie_word_embeddings=False).save_pretrained(model_dir)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(config)
     if trainer.world_size > 1:
         torch.distributed.barrier()
     n_pairs = args.pairs_per_step * (args.warmup + args.steps)
@@ -168,7 +168,7 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
     n_params = sum(p.numel() for p in policy.parameters()) - policy.get_input_embeddings().weight.numel()
     if trainer.world_size > 1 and args.strategy != "basic":
         n_params = _logical_params(policy, n_params)
-    live_reference = needs_reference(args.loss) and not args.precompute_ref
+    live_reference = trainer.loss.needs_reference and not args.precompute_ref
     flops_per_token = (6 + (2 if live_reference else 0)) * n_params
     peak_flops = PEAK_TFLOPS[device.type] * 1e12 * trainer.world_size
     result = {
@@ -183,13 +183,13 @@ def measure(args: argparse.Namespace, cfg: dict, shape: dict, model_dir: Path) -
         "steps": args.steps,
         "loss": args.loss,
         "features": {
-            "packing": trainer.trainer_cfg["packing"],
+            "packing": trainer.options.packing,
             "logp_chunk_size": args.logp_chunk_size or None,
             "precompute_ref": args.precompute_ref,
-            "compile": trainer.trainer_cfg["compile"],
+            "compile": trainer.options.compile,
             "activation_checkpointing": args.activation_checkpointing,
-            "compile_logp_head": trainer.trainer_cfg["compile_logp_head"],
-            "attn": trainer.trainer_cfg["attn_implementation"],
+            "compile_logp_head": trainer.options.compile_logp_head,
+            "attn": trainer.options.attn_implementation,
         },
         "setup_s": round(setup_s, 2),
         "tokens_per_s": round(tokens_per_s, 1),

@@ -1,118 +1,139 @@
-"""Training configuration: compose ``configs/`` with key=value overrides, then validate.
+"""Compose a :class:`~dpo_lib.spec.TrainConfig` from ``configs/`` presets and overrides.
 
-Composition is Hydra's compose API (config groups ``model/``, ``loss/``, ``trainer/``,
-``datasets/`` and the root ``config.yaml``); validation is JSON Schema
-(``configs/schemas/``). Both run before any model is loaded, and every failure
-becomes a :class:`ConfigError` that names the key and the reason.
+Hydra composes the presets the run chooses (``model=tiny``, ``loss=dpo``, ``trainer=fsdp``,
+``datasets=[toy]``); every other override (``lr=1e-4``, ``loss.beta=0.2``) is a value, set on the
+composed config as data, and the result is validated by the contract. Overrides tune values inside
+the chosen presets: they never choose a preset (``loss.name``) or reach Hydra's own keys.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-from collections.abc import Sequence
-from functools import lru_cache
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(os.environ.get("DPO_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
-SCHEMA_DIR = CONFIG_DIR / "schemas"
+from pydantic import ValidationError
+
+from dpo_lib.settings import config_dir as default_config_dir
+from dpo_lib.spec import GROUPS, SpecError, TrainConfig, problems
 
 
-class ConfigError(ValueError):
-    """A config that cannot be composed or does not match its schema."""
+class ConfigError(SpecError):
+    """A config that cannot be composed or does not match the contract; names each key and reason."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems, title="invalid config")
 
 
-def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """Compose the root config with ``overrides`` and return it resolved and validated.
+CHOSEN_BY_PRESET = {f"{group}.name" for group in ("model", "loss", "trainer")}
 
-    Overrides use Hydra's grammar: ``model=tiny``, ``datasets=[toy]``, ``lr=1e-4``,
-    ``loss.beta=0.2``, ``+new_key=1``.
+
+def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None) -> TrainConfig:
+    """The training config for command-line overrides in Hydra's grammar.
+
+    ``model=tiny datasets=[toy] loss=ipo exp_name=x lr=1e-4 loss.beta=0.2``: the group choices
+    select presets; the rest are values (``null``, numbers, quoted strings, lists as Hydra parses them).
     """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError([("(command line)", str(exc).splitlines()[0])]) from None
+    groups, values = [], {}
+    for override, text in zip(parsed, overrides, strict=True):
+        key = override.key_or_group
+        if override.is_delete() or override.package is not None:
+            raise ConfigError([(key, "only key=value overrides are supported here")])
+        if key in GROUPS and not override.is_add():
+            groups.append(text)
+        else:
+            values[key] = override.value()
+    return build_config(groups, values, config_dir=config_dir)
+
+
+def build_config(
+    groups: Sequence[str],
+    values: Mapping[str, Any] | None = None,
+    *,
+    config_dir: Path | None = None,
+    field_prefix: str = "",
+) -> TrainConfig:
+    """Compose the presets ``groups`` (``["model=tiny", ...]``), set ``values`` (dotted keys), validate.
+
+    Errors name the key; with ``field_prefix`` (``"overrides"``), a value's key is named as the
+    caller wrote it (``overrides.loss.beta``).
+    """
+    composed = compose_presets(groups, config_dir)
+    values = dict(values or {})
+    refused = [(key, why) for key in values if (why := _refusal(key))]
+    if refused:
+        raise ConfigError([(_joined(field_prefix, key), why) for key, why in sorted(refused)])
+    for key, value in values.items():
+        set_dotted(composed, key, value)
+    try:
+        return TrainConfig.model_validate(composed)
+    except ValidationError as exc:
+        found = problems(exc)
+        if field_prefix:
+            found = [(_joined(field_prefix, f) if f in values else f, reason) for f, reason in found]
+        raise ConfigError(found) from None
+
+
+def compose_presets(groups: Sequence[str], config_dir: Path | None = None) -> dict[str, Any]:
+    """Hydra's composition of ``configs/config.yaml`` with the chosen presets, as plain data."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    directory = Path(config_dir or default_config_dir()).resolve()
     try:
-        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
-            cfg = compose(config_name="config", overrides=list(overrides))
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        with initialize_config_dir(config_dir=str(directory), version_base=None):
+            cfg = compose(config_name="config", overrides=list(groups))
+        composed = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_explain_compose_error(exc)) from None
-    validate_config(resolved)
-    return resolved
+        raise ConfigError([_explain_compose_error(exc, directory)]) from None
+    assert isinstance(composed, dict)
+    return composed
 
 
-def _explain_compose_error(exc: Exception) -> str:
-    key = getattr(exc, "full_key", None)
-    cause = exc.__cause__
-    if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError") and getattr(cause, "full_key", None):
-        # An override of a key the config does not have. Hydra suggests ``+key=value``, but the
-        # schema refuses unknown keys anyway, so the useful hint is the spelling.
-        return f"{cause.full_key}: not a config key (check the spelling; configs/config.yaml lists the keys)"
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    """``target["a"]["b"] = value`` for ``key="a.b"``, creating the dicts between."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[leaf] = value
+
+
+def _refusal(key: str) -> str | None:
+    root = key.split(".")[0]
+    if root == "hydra":
+        return "Hydra's own settings cannot be set here"
+    if key in CHOSEN_BY_PRESET:
+        group = key.split(".")[0]
+        return f"the {group} preset is chosen by {group}=..., not by its name; overrides tune values inside it"
+    if key in GROUPS:
+        return f"choose the {key} preset with {key}=<name>"
+    return None
+
+
+def _joined(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _explain_compose_error(exc: Exception, config_dir: Path) -> tuple[str, str]:
+    from dpo_lib.spec import config_options
+
     text = str(exc).split("Config search path:")[0]  # Hydra's search-path dump is noise to users
-    head, _, options = text.partition("Available options in")
-    lines = [line.strip() for line in head.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
-    message = "; ".join(lines) or type(exc).__name__
-    if options:
-        group, _, names = options.partition(":")
-        message += f" (available {group.strip()} options: {', '.join(names.split())})"
-    if type(exc).__name__ == "MissingMandatoryValue" and key:
-        return f"{key}: a value is required (pass {key}=...)"
-    return f"{key}: {message}" if key else message
-
-
-def validate_config(cfg: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every schema violation, each as ``key.path: reason``."""
-    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  {_describe(e)}" for e in errors))
-    if not_finite := sorted(_non_finite(cfg)):  # JSON Schema's bounds let NaN through (every comparison is false)
-        raise ConfigError(
-            "invalid config:\n" + "\n".join(f"  {key}: {value} is not a finite number" for key, value in not_finite)
-        )
-    if cfg["max_prompt_length"] >= cfg["max_length"]:
-        raise ConfigError(
-            f"max_prompt_length: {cfg['max_prompt_length']} must be smaller than "
-            f"max_length ({cfg['max_length']}) to leave room for the completion"
-        )
-
-
-def _non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
-    if isinstance(value, float):
-        return [] if math.isfinite(value) else [(path or "(root)", value)]
-    if isinstance(value, dict):
-        return [
-            item for key, child in value.items() for item in _non_finite(child, f"{path}.{key}" if path else str(key))
-        ]
-    if isinstance(value, list):
-        return [item for i, child in enumerate(value) for item in _non_finite(child, f"{path}.{i}")]
-    return []
-
-
-def _describe(error: Any) -> str:
-    path = ".".join(str(p) for p in error.absolute_path) or "(root)"
-    if error.validator == "additionalProperties":
-        return f"{path}: {error.message} (check the spelling of the key)"
-    if error.validator == "pattern" and "description" in error.schema:
-        return f"{path}: {error.instance!r} is not allowed: {error.schema['description']}"
-    return f"{path}: {error.message}"
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    return schema_validator("config.schema.json")
-
-
-def schema_validator(name: str, schema_dir: Path = SCHEMA_DIR) -> Any:
-    """A jsonschema validator for ``configs/schemas/<name>``, resolving ``$ref`` between schema files."""
-    from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
-
-    schemas = {p.name: json.loads(p.read_text()) for p in Path(schema_dir).glob("*.schema.json")}
-    registry = Registry().with_resources(
-        (schema_name, Resource.from_contents(schema)) for schema_name, schema in schemas.items()
-    )
-    return Draft202012Validator(schemas[name], registry=registry)
+    if missing := re.search(r"Could not (?:find|load) '(\w+)/([^']*)'", text):
+        group, name = missing.groups()
+        options = ", ".join(config_options(group, config_dir))
+        return group, f"{name!r} is not a configs/{group}/ preset; choose one of {options}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    return getattr(exc, "full_key", None) or "(config)", "; ".join(lines) or type(exc).__name__

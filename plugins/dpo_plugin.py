@@ -1,7 +1,7 @@
 """Airflow plugin ``dpo``: mounts the pipeline's FastAPI app at ``/dpo`` on the api-server.
 
 ``GET /dpo/health`` and ``POST /dpo/trigger-finetune`` (the seed's webhook); see
-``dpo_lib.serving.webhook``. Plugins load in every Airflow component, so this file only
+``dpo_lib.api.webhook``. Plugins load in every Airflow component, so this file only
 builds the app: Airflow internals and the checks are imported when a request arrives.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from dpo_lib.serving.webhook import create_app
+from dpo_lib.api.webhook import create_app
 
 
 class DpoPlugin(AirflowPlugin):

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from dpo_lib.orchestration.settings import Settings
+from dpo_lib.settings import Settings
 
 
 def settings_under(root: Path, **overrides: Any) -> Settings:

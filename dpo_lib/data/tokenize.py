@@ -30,6 +30,7 @@ class TokenizedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
+    truncated: int = 0  # tokens cut off (prompt and both completions) to fit max_length
 
     @property
     def num_tokens(self) -> int:
@@ -69,7 +70,9 @@ def tokenize_pair(
     chosen_ids = tokenizer(chosen, add_special_tokens=False)["input_ids"] + eos
     rejected_ids = tokenizer(rejected, add_special_tokens=False)["input_ids"] + eos
 
+    truncated = 0
     if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
+        before = len(prompt_ids) + len(chosen_ids) + len(rejected_ids)
         if truncation_mode == "keep_end":
             prompt_ids = prompt_ids[-max_prompt_length:]
         elif truncation_mode == "keep_start":
@@ -78,7 +81,19 @@ def tokenize_pair(
             raise ValueError(f"truncation_mode must be keep_end or keep_start, not {truncation_mode!r}")
         room = max_length - len(prompt_ids)
         chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
+        truncated = before - len(prompt_ids) - len(chosen_ids) - len(rejected_ids)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated)
+
+
+def truncation_summary(pairs: list[TokenizedPair], max_length: int) -> str | None:
+    """One line saying how many pairs ``max_length`` cut and by how much, or None when none was cut."""
+    cuts = sorted(pair.truncated for pair in pairs if pair.truncated)
+    if not cuts:
+        return None
+    return (
+        f"{len(cuts)} of {len(pairs)} pairs ({100 * len(cuts) / len(pairs):.1f}%) were truncated to max_length "
+        f"{max_length}: {sum(cuts)} tokens cut in all, median {cuts[len(cuts) // 2]}, most {cuts[-1]} in one pair"
+    )
 
 
 def _sequences(pairs: list[TokenizedPair]) -> list[tuple[list[int], int]]:

@@ -1,5 +1,3 @@
-"""What the Airflow tasks do, as plain functions: no Airflow and no torch imported here.
-
-DAG files wire these together; the functions validate a request, stage its
-dataset into a per-run folder, build the trainer's command line, and clean up.
+"""What the fine-tune tasks do, as plain functions: validate a request into a run spec, stage its
+inputs, clean up. No Airflow and no torch imported here; :mod:`dpo_lib.dag` wires these into tasks.
 """

@@ -1,4 +1,6 @@
-"""Staging: a verified copy of the run's dataset in the run's own folder, and its removal."""
+"""Staging: the run's dataset copied into its own folder, validated there (one read of remote storage),
+and a manifest with its sha256 that later tasks trust; and the folder's removal.
+"""
 
 from __future__ import annotations
 
@@ -6,81 +8,69 @@ import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from dpo_lib.io import atomic_write_json
-from dpo_lib.orchestration.request import RequestError
-from dpo_lib.orchestration.settings import Settings
+from dpo_lib.settings import Settings
+from dpo_lib.spec import STAGED_DATASET, Manifest, RunSpec, SpecError
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 
 
-def check_dataset(dataset_uri: str, settings: Settings) -> dict[str, Any]:
-    """Stream-validate the dataset where it lies; :class:`RequestError` with every problem if invalid.
+def stage_dataset(spec: RunSpec, settings: Settings) -> Manifest:
+    """Download the dataset to ``spec.dataset_path``, validate the copy, and write the manifest.
 
-    Unreachable storage raises :class:`~dpo_lib.storage.StorageUnavailable` instead, so the
-    ``validate`` task retries it rather than failing the run as a bad request.
+    Idempotent: a retry downloads again over the same names. A storage outage raises
+    :class:`~dpo_lib.storage.StorageUnavailable` (the task retries it); anything the user must fix
+    (a missing object, invalid records, too few pairs) raises :class:`SpecError`. On any failure the
+    staged copy is removed, so nothing half-staged is left for anyone to find.
     """
     from dpo_lib.data.dataset import open_dataset
+    from dpo_lib.data.split import split_problem
     from dpo_lib.storage import StorageError, StorageUnavailable, get_storage
 
-    storage = None
+    uri, staged = spec.request.dataset_uri, Path(spec.dataset_path)
+    _check_inside(Path(spec.staging_dir), settings.staging_root)
     try:
-        storage = get_storage(dataset_uri, local_root=settings.local_storage_root)  # InvalidURI: another scheme
-        report = open_dataset(lambda: storage.open_read(dataset_uri)).validate()
-    except StorageUnavailable:
-        raise  # an outage, not a bad request: the task's retries may outlast it
-    except StorageError as exc:
-        raise RequestError(f"dataset_uri: cannot read the dataset: {exc}") from None
-    finally:
-        if storage is not None:
-            storage.close()
-    if not report.ok:
-        raise RequestError(f"dataset_uri: {dataset_uri} is not a valid preference dataset\n{report.format_text()}")
-    return report.to_dict()
-
-
-def stage_dataset(plan: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Copy the dataset into ``plan["staging_dir"]``, re-validate it, and write ``manifest.json``.
-
-    Idempotent: a retry downloads again over the same names. On failure the run's
-    staging folder is removed, so nothing half-staged is left for anyone to find.
-    """
-    from dpo_lib.data.dataset import open_dataset
-    from dpo_lib.storage import get_storage
-
-    staging_dir, uri = Path(plan["staging_dir"]), plan["request"]["dataset_uri"]
-    _check_inside(staging_dir, settings.staging_root)
-    try:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        with get_storage(uri, local_root=settings.local_storage_root) as storage:
-            download = storage.download(uri, plan["staged_path"])
-        report = open_dataset(plan["staged_path"]).validate()
+        try:
+            with get_storage(uri, local_root=settings.local_storage_root) as storage:
+                download = storage.download(uri, staged)
+        except StorageUnavailable:
+            raise  # an outage, not a bad request: the task's retries may outlast it
+        except StorageError as exc:
+            raise SpecError([("dataset_uri", f"cannot read the dataset: {exc}")], "invalid dataset") from None
+        report = open_dataset(staged, name=uri).validate()
         if not report.ok:
-            raise RequestError(f"the staged copy of {uri} is invalid\n{report.format_text()}")
-        manifest = {
-            "dataset_uri": uri,
-            "staged_path": plan["staged_path"],
-            "size": download.size,
-            "sha256": download.sha256,
-            "format": report.format,
-            "record_count": report.record_count,
-            "warning_count": report.warning_count,
-            "staged_at": datetime.now(UTC).isoformat(),
-            "run_id": plan["run_id"],
-        }
-        atomic_write_json(staging_dir / MANIFEST, manifest)
+            raise SpecError([("dataset_uri", f"{uri} is not a valid preference dataset\n{report.format_text()}")],
+                            "invalid dataset")  # fmt: skip
+        eval_fraction = spec.train.datasets[STAGED_DATASET].eval_fraction
+        if problem := split_problem(report.record_count, eval_fraction):
+            raise SpecError([("dataset_uri", f"{uri} {problem}")], "invalid dataset")
+        manifest = Manifest(
+            run_id=spec.run_id,
+            dataset_uri=uri,
+            staged_path=str(staged),
+            size=download.size,
+            sha256=download.sha256,
+            format=report.format,
+            record_count=report.record_count,
+            warning_count=report.warning_count,
+            staged_at=datetime.now(UTC).isoformat(),
+        )
+        from dpo_lib.io import atomic_write_json
+
+        atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
     except BaseException:
-        shutil.rmtree(staging_dir, ignore_errors=True)
+        staged.unlink(missing_ok=True)
         raise
-    log.info("staged %s -> %s (%d records, sha256 %s)", uri, plan["staged_path"], report.record_count, download.sha256)
+    for warning in report.warnings:
+        log.warning("dataset: %s", warning)
+    log.info("staged %s -> %s (%d records, %s, sha256 %s)", uri, staged, report.record_count, report.format,
+             download.sha256)  # fmt: skip
     return manifest
 
 
-def cleanup_staging(plan: dict[str, Any], settings: Settings) -> bool:
+def cleanup_staging(spec: RunSpec, settings: Settings) -> bool:
     """Remove this run's staging folder (only it). Returns whether there was one."""
-    staging_dir = Path(plan["staging_dir"])
+    staging_dir = Path(spec.staging_dir)
     _check_inside(staging_dir, settings.staging_root)
     existed = staging_dir.exists()
     shutil.rmtree(staging_dir, ignore_errors=True)
@@ -90,4 +80,4 @@ def cleanup_staging(plan: dict[str, Any], settings: Settings) -> bool:
 
 def _check_inside(path: Path, root: Path) -> None:
     if not path.resolve().is_relative_to(root.resolve()):
-        raise RequestError(f"{path} is outside the staging root {root}")
+        raise SpecError([("staging_dir", f"{path} is outside the staging root {root}")], "invalid run spec")

@@ -1,50 +1,48 @@
-"""The bodies of the ``dpo_finetune`` tasks that run on the Airflow worker itself.
+"""The bodies of the fine-tune tasks that run on the Airflow worker itself: validate, stage, cleanup.
 
-Train and evaluate are command lines (``RunPlan.train_command`` / ``evaluate_command``)
-run by the configured runner; these functions plan, stage and clean up around them.
+``validate`` resolves the request into the run's spec and writes it; every later task reads that
+file (train and evaluate as ``python -m dpo_lib train --spec PATH``, run by the configured runner).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from dpo_lib.orchestration.request import plan_run
-from dpo_lib.orchestration.settings import Settings
-from dpo_lib.orchestration.staging import check_dataset, cleanup_staging, stage_dataset
+from dpo_lib.orchestration.plan import plan_run
+from dpo_lib.orchestration.staging import cleanup_staging, stage_dataset
+from dpo_lib.settings import Settings
+from dpo_lib.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 
-def validate(conf: dict[str, Any], *, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Check the request, its training config and its dataset; return the run plan.
+def validate(conf: dict[str, Any], *, dag_id: str, run_id: str) -> Path:
+    """Check the request and compose its training config; write the run spec and return its path.
 
-    Raises ``RequestError`` (nothing is written anywhere) when any of them is bad.
+    Raises :class:`~dpo_lib.spec.SpecError` (nothing is written anywhere) when either is bad.
     """
-    settings = Settings.from_env()
-    plan = plan_run(conf, dag_id=dag_id, run_id=run_id, settings=settings)
-    report = check_dataset(plan.request["dataset_uri"], settings)
-    log.info(
-        "request ok: %s, %d records (%s format, %d warnings); run_dir %s",
-        plan.request["dataset_uri"], report["record_count"], report["format"], report["warning_count"], plan.run_dir,
-    )  # fmt: skip
-    for warning in report.get("warnings", []):
-        log.warning("dataset: %s", warning)
-    log.info("train command: %s", plan.train_command)
-    return plan.to_dict()
+    spec = plan_run(conf, dag_id=dag_id, run_id=run_id, settings=Settings.from_env())
+    path = spec.write()
+    log.info("run spec %s: %s on %s, %s loss, %s trainer; run_dir %s", path, spec.request.model,
+             spec.request.dataset_uri, spec.train.loss.name, spec.train.trainer.name, spec.run_dir)  # fmt: skip
+    return path
 
 
-def stage(plan: dict[str, Any]) -> dict[str, Any]:
-    return stage_dataset(plan, Settings.from_env())
+def stage(spec_path: str | Path) -> dict[str, Any]:
+    """Stage the run's dataset and validate the copy; returns the manifest."""
+    return stage_dataset(RunSpec.read(spec_path), Settings.from_env()).model_dump(mode="json")
 
 
-def cleanup(plan: dict[str, Any]) -> None:
+def cleanup(spec_path: str | Path) -> None:
     """The run's teardown: its staging folder, and with the docker runner any container it left."""
     settings = Settings.from_env()
+    spec = RunSpec.read(spec_path)
     try:
         if settings.runner == "docker":
             from dpo_lib.orchestration.containers import remove_stray_containers
 
-            remove_stray_containers(plan["dag_id"], plan["run_id"], docker_url=settings.docker.url)
+            remove_stray_containers(spec.dag_id, spec.run_id, docker_url=settings.docker.url)
     finally:
-        cleanup_staging(plan, settings)
+        cleanup_staging(spec, settings)

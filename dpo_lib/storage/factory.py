@@ -1,28 +1,25 @@
 """Choosing a backend from a URI, so callers pass URIs around and never backend classes.
 
-Local roots: an explicit ``local_root`` argument wins, then env
-``DPO_LOCAL_STORAGE_ROOT`` (set per deployment: the shared volume Airflow workers
-and trainer containers mount), then the current directory.
+Local roots: an explicit ``local_root`` argument wins, then the deployment's
+``DPO_LOCAL_STORAGE_ROOT`` (the shared volume Airflow workers and trainer containers
+mount; :class:`~dpo_lib.settings.StorageSettings`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dpo_lib.storage.interface import InvalidURI, StorageInterface
 from dpo_lib.storage.uri import SUPPORTED_SCHEMES, parse_uri
 
-LOCAL_ROOT_ENV = "DPO_LOCAL_STORAGE_ROOT"
-
 
 def local_root_from_env(local_root: str | Path | None = None) -> Path:
-    """The root LocalStorage should use: argument, else env DPO_LOCAL_STORAGE_ROOT, else cwd."""
+    """The root LocalStorage should use: the argument, else the deployment's local storage root."""
     if local_root is not None:
         return Path(local_root)
-    if env_root := os.environ.get(LOCAL_ROOT_ENV):
-        return Path(env_root)
-    return Path.cwd()
+    from dpo_lib.settings import StorageSettings
+
+    return StorageSettings.from_env().local_root
 
 
 def get_storage(uri: str, *, local_root: str | Path | None = None) -> StorageInterface:

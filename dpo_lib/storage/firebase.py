@@ -36,7 +36,8 @@ import weakref
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dpo_lib.storage._atomic import atomic_destination, digest_file
+from dpo_lib.io import atomic_destination, digest_file
+from dpo_lib.settings import StorageSettings
 from dpo_lib.storage._oserrors import os_errors
 from dpo_lib.storage.firebase_credentials import EMULATOR_ENV, resolve_credential
 from dpo_lib.storage.firebase_errors import gcs_errors
@@ -51,10 +52,6 @@ from dpo_lib.storage.interface import (
 )
 from dpo_lib.storage.uri import parse_uri
 
-TIMEOUT_ENV = "DPO_STORAGE_TIMEOUT_S"
-RETRY_DEADLINE_ENV = "DPO_STORAGE_RETRY_DEADLINE_S"
-DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_RETRY_DEADLINE_S = 120.0
 READ_CHUNK_SIZE = 8 << 20  # open_read fetches 8 MiB ranges: few requests, bounded memory
 _PUBLIC_ENDPOINT = "https://storage.googleapis.com"
 
@@ -74,10 +71,9 @@ class FirebaseStorage(StorageInterface):
         """
         parsed = parse_uri(f"gs://{bucket}/")
         self.bucket_name = parsed.bucket
-        self.timeout = timeout if timeout is not None else _env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
-        self.retry_deadline = (
-            retry_deadline if retry_deadline is not None else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S)
-        )
+        settings = StorageSettings.from_env() if timeout is None or retry_deadline is None else None
+        self.timeout = timeout if timeout is not None else settings.timeout_s
+        self.retry_deadline = retry_deadline if retry_deadline is not None else settings.retry_deadline_s
         self._lock = threading.Lock()
         self._app: Any = None
         self._bucket: Any = None
@@ -283,16 +279,3 @@ def _crc32c_hex(path: Path) -> str:
 
 def _b64_to_hex(value: str | None) -> str | None:
     return base64.b64decode(value).hex() if value else None
-
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise StorageError(f"env {name}", f"expected a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise StorageError(f"env {name}", f"expected a non-negative number of seconds, got {raw!r}")
-    return value

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from dpo_lib.settings import StorageSettings
 from dpo_lib.storage.interface import AccessDenied
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -68,7 +69,7 @@ def resolve_credential(uri: str) -> ResolvedCredential:
         )
     if os.environ.get(ADC_ENV):
         return ResolvedCredential(credentials.ApplicationDefault(), None, f"env {ADC_ENV}")
-    if conn_id := os.environ.get(CONN_ID_ENV):
+    if conn_id := StorageSettings.from_env().firebase_conn_id:
         source = f"Airflow Connection {conn_id!r} (env {CONN_ID_ENV})"
         info = _parse_service_account(uri, _connection_keyfile(uri, conn_id, source), source)
         return ResolvedCredential(_certificate(uri, info, source), None, source)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dpo_lib.storage._atomic import TEMP_SUFFIX, atomic_destination, copy_stream
+from dpo_lib.io import TEMP_SUFFIX, atomic_destination, copy_stream
 from dpo_lib.storage._oserrors import os_errors as _os_errors
 from dpo_lib.storage.interface import (
     AccessDenied,

@@ -1,13 +1,23 @@
-"""Training data: load the configured datasets, split off the held-out pairs, batch deterministically."""
+"""Training data: read the configured datasets, split off the held-out pairs, tokenize (cached), batch.
+
+A dataset staged by the pipeline carries its sha256 (``datasets.<name>.sha256``): it was validated
+when it was staged, so here the file is checked against that digest and read, not validated again.
+Tokenized splits are cached in ``run_dir/cache/`` under a key of everything that shapes them
+(the data, the tokenizer's files, the lengths, the seed), so a resumed run or ``evaluate`` does
+not read and tokenize the dataset again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from dpo_lib.data.pair import PreferencePair
+from dpo_lib.data.split import split_pairs
 from dpo_lib.data.tokenize import (
     TokenizedPair,
     collate_pairs,
@@ -16,59 +26,128 @@ from dpo_lib.data.tokenize import (
     pack_pairs,
     tokenize_pair,
 )
+from dpo_lib.io import atomic_write_bytes, file_sha256
+from dpo_lib.spec import DatasetConfig, TrainConfig
 
 log = logging.getLogger(__name__)
+CACHE_VERSION = 1
 
 
-def load_pairs(name: str, dataset_cfg: dict[str, Any], download_dir: Path) -> list[PreferencePair]:
-    """Read one ``datasets.<name>`` entry. Remote URIs are downloaded into ``download_dir`` first."""
+class StagedDataChanged(RuntimeError):
+    """A staged dataset whose bytes are not those validated at staging."""
+
+
+def load_pairs(name: str, dataset: DatasetConfig, download_dir: Path) -> list[PreferencePair]:
+    """Read one ``datasets.<name>`` entry; a remote URI is downloaded into ``download_dir`` first."""
     from dpo_lib.data.dataset import open_dataset
-    from dpo_lib.storage import get_storage
 
-    uri = dataset_cfg["uri"]
-    if "://" in uri and not uri.startswith("file://"):
-        local = download_dir / name / uri.rsplit("/", 1)[-1]
-        if not local.exists():
-            get_storage(uri).download(uri, local)
-        uri = str(local)
-    return open_dataset(uri.removeprefix("file://"), format=dataset_cfg.get("format")).load()
+    path = local_copy(name, dataset, download_dir)
+    if dataset.sha256 is not None and (actual := file_sha256(path)) != dataset.sha256:
+        raise StagedDataChanged(f"datasets.{name}: {path} has sha256 {actual}, not the {dataset.sha256} it was "
+                                "validated with when staged; stage it again")  # fmt: skip
+    return open_dataset(path, format=dataset.format, name=name).load()
 
 
-def split_pairs(
-    pairs: list[PreferencePair], eval_fraction: float, seed: int
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """A seeded shuffle, then the first ``eval_fraction`` of it is held out. Same seed, same split."""
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_eval = int(round(len(pairs) * eval_fraction))
-    if eval_fraction > 0 and len(pairs) > 1:
-        n_eval = min(max(n_eval, 1), len(pairs) - 1)
-    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+def local_copy(name: str, dataset: DatasetConfig, download_dir: Path) -> Path:
+    """The dataset's local path: itself for a local URI, else a download (kept for the next read)."""
+    from dpo_lib.storage import get_storage, parse_uri
+
+    parsed = parse_uri(dataset.uri)
+    if parsed.is_local:
+        return Path(parsed.path)
+    local = download_dir / name / Path(parsed.path).name
+    if not local.exists():
+        with get_storage(dataset.uri) as storage:
+            storage.download(dataset.uri, local)
+    return local
 
 
-def load_splits(cfg: dict[str, Any]) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Train and held-out pairs of every configured dataset, concatenated."""
+def tokenized_splits(config: TrainConfig, tokenizer: Any) -> tuple[list[TokenizedPair], list[TokenizedPair]]:
+    """Train and held-out pairs of every configured dataset, tokenized; from the run's cache when it has them."""
+    run_dir = Path(config.run_dir)
+    sources = {name: local_copy(name, dataset, run_dir / "datasets") for name, dataset in config.datasets.items()}
+    path = run_dir / "cache" / f"tokens-{_cache_key(config, tokenizer, sources)}.pt"
+    if path.exists():
+        import torch
+
+        cached = torch.load(path)
+        train, held_out = _unpack(cached["train"]), _unpack(cached["eval"])
+        log.info("tokenized pairs from %s (%d train, %d held out)", path, len(train), len(held_out))
+        return train, held_out
     train, held_out = [], []
-    for name, dataset_cfg in cfg["datasets"].items():
-        pairs = load_pairs(name, dataset_cfg, Path(cfg["run_dir"]) / "datasets")
-        t, e = split_pairs(pairs, dataset_cfg.get("eval_fraction", 0.0), cfg["seed"])
+    for name, dataset in config.datasets.items():
+        pairs = load_pairs(name, dataset, run_dir / "datasets")
+        t, e = split_pairs(pairs, dataset.eval_fraction, config.seed)
         log.info("dataset %s: %d pairs, %d for training, %d held out", name, len(pairs), len(t), len(e))
         train += t
         held_out += e
-    return train, held_out
+    tokenized = tokenize_all(train, tokenizer, config), tokenize_all(held_out, tokenizer, config)
+    if _is_main_process():
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"train": _pack(tokenized[0]), "eval": _pack(tokenized[1])}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    return tokenized
 
 
-def tokenize_all(pairs: list[PreferencePair], tokenizer: Any, cfg: dict[str, Any]) -> list[TokenizedPair]:
+def tokenize_all(pairs: list[PreferencePair], tokenizer: Any, config: TrainConfig) -> list[TokenizedPair]:
     return [
         tokenize_pair(
             p,
             tokenizer,
-            max_length=cfg["max_length"],
-            max_prompt_length=cfg["max_prompt_length"],
-            truncation_mode=cfg["truncation_mode"],
+            max_length=config.max_length,
+            max_prompt_length=config.max_prompt_length,
+            truncation_mode=config.truncation_mode,
         )
         for p in pairs
     ]
+
+
+def _cache_key(config: TrainConfig, tokenizer: Any, sources: dict[str, Path]) -> str:
+    digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    shape = (config.seed, config.max_length, config.max_prompt_length, config.truncation_mode)
+    digest.update(repr(shape).encode())
+    for name, dataset in sorted(config.datasets.items()):
+        data_hash = dataset.sha256 or file_sha256(sources[name])
+        digest.update(repr((name, dataset.format, dataset.eval_fraction, data_hash)).encode())
+    tokenizer_dir = Path(getattr(tokenizer, "name_or_path", "") or "")
+    for file in sorted(tokenizer_dir.glob("*")) if tokenizer_dir.is_dir() else []:
+        if file.is_file() and ("token" in file.name or file.name.endswith(".jinja")):
+            digest.update(file.name.encode() + file.read_bytes())
+    digest.update(repr(sorted(tokenizer.get_vocab().items())[:64]).encode())  # a tokenizer built in memory
+    return digest.hexdigest()[:16]
+
+
+def _pack(pairs: list[TokenizedPair]) -> dict[str, Any]:
+    """Pairs as flat int32 tensors and lengths: compact and fast to save and load."""
+    import torch
+
+    columns = {}
+    for field in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        sequences = [getattr(p, field) for p in pairs]
+        columns[field] = torch.tensor([t for s in sequences for t in s], dtype=torch.int32)
+        columns[field + "_lengths"] = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+    columns["truncated"] = torch.tensor([p.truncated for p in pairs], dtype=torch.int64)
+    return columns
+
+
+def _unpack(columns: dict[str, Any]) -> list[TokenizedPair]:
+    split = {}
+    for field in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        lengths = columns[field + "_lengths"].tolist()
+        split[field] = [chunk.tolist() for chunk in columns[field].split(lengths)] if lengths else []
+    truncated = columns["truncated"].tolist()
+    return [
+        TokenizedPair(p, c, r, t)
+        for p, c, r, t in zip(split["prompt_ids"], split["chosen_ids"], split["rejected_ids"], truncated, strict=True)
+    ]
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class PairBatches:

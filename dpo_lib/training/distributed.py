@@ -19,11 +19,10 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
-from dpo_lib.config import ConfigError
 from dpo_lib.io import make_readable_by_all
 from dpo_lib.training import checkpoint, clipping
 from dpo_lib.training.logps import SequenceLogpModel
-from dpo_lib.training.trainer import Trainer
+from dpo_lib.training.trainer import Trainer, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,10 @@ class DistributedTrainer(Trainer):
     """Process-group setup, reductions and DCP checkpoints shared by FSDP and tensor parallel."""
 
     def init_distributed(self) -> torch.device:
+        name = self.config.trainer.name
         if "LOCAL_RANK" not in os.environ:
-            raise ConfigError(f"trainer.name: {self.trainer_cfg['name']} runs under torchrun (one process per device)")
-        wanted = self.trainer_cfg.get("device", "auto")
+            raise TrainingError(f"trainer.name: {name} runs under torchrun (one process per device)")
+        wanted = self.config.trainer.device
         use_cuda = torch.cuda.is_available() and wanted != "cpu"
         local_rank = int(os.environ["LOCAL_RANK"])
         if use_cuda:
@@ -45,7 +45,7 @@ class DistributedTrainer(Trainer):
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         self.mesh = init_device_mesh(device.type, (self.world_size,))
         if self.rank == 0:
-            log.info("%s: world size %d, backend %s on %s", self.trainer_cfg["name"], self.world_size,
+            log.info("%s: world size %d, backend %s on %s", name, self.world_size,
                      dist.get_backend(), device.type)  # fmt: skip
         return device
 
@@ -85,7 +85,7 @@ class DistributedTrainer(Trainer):
             checkpoint.raise_if_disk_full(exc, f"checkpoint step-{self.step}", root)
             raise
         if self.is_main:
-            checkpoint.prune(self.run_dir, self.cfg["keep_checkpoints"])
+            checkpoint.prune(self.run_dir, self.config.keep_checkpoints)
         dist.barrier()
         return final
 
@@ -135,9 +135,9 @@ class FSDPTrainer(DistributedTrainer):
     def init_distributed(self) -> torch.device:
         device = super().init_distributed()
         self.dp_rank, self.dp_size = self.rank, self.world_size
-        if self.cfg["batch_size"] % self.world_size:
-            raise ConfigError(f"batch_size: {self.cfg['batch_size']} pairs do not split evenly over "
-                              f"{self.world_size} processes")  # fmt: skip
+        if self.config.batch_size % self.world_size:
+            raise TrainingError(f"batch_size: {self.config.batch_size} pairs do not split evenly over "
+                                f"{self.world_size} processes")  # fmt: skip
         return device
 
     def prepare_model(self, model: SequenceLogpModel, *, trainable: bool) -> torch.nn.Module:
@@ -147,7 +147,7 @@ class FSDPTrainer(DistributedTrainer):
         # A trainable model keeps fp32 master weights and computes in bf16; a frozen reference
         # is already bf16 and needs no policy.
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if self.bf16 else None
-        kwargs = {"mesh": self.mesh, "reshard_after_forward": self.trainer_cfg.get("reshard_after_forward", True)}
+        kwargs = {"mesh": self.mesh, "reshard_after_forward": self.options.reshard_after_forward}
         if mp is not None and trainable:
             kwargs["mp_policy"] = mp
         for layer in model.causal_lm.get_decoder().layers:
@@ -186,8 +186,8 @@ class TensorParallelTrainer(DistributedTrainer):
         config = model.causal_lm.config
         for name in ("num_attention_heads", "num_key_value_heads"):
             if getattr(config, name) % self.world_size:
-                raise ConfigError(f"trainer.name: tensor_parallel over {self.world_size} processes needs "
-                                  f"{name} ({getattr(config, name)}) divisible by it")  # fmt: skip
+                raise TrainingError(f"trainer.name: tensor_parallel over {self.world_size} processes needs "
+                                    f"{name} ({getattr(config, name)}) divisible by it")  # fmt: skip
         model.to(self.device)
         styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
         for layer in model.causal_lm.get_decoder().layers:

@@ -26,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(json.dumps(metrics, indent=2, sort_keys=True))
-    print(f"metrics: {(run_dir / 'metrics.json').resolve()}")
+    print(f"metrics: {(run_dir / 'metrics.json').resolve()}", file=sys.stderr)  # stdout: JSON alone, for jq
     return 0

@@ -42,7 +42,7 @@ class ReferenceLogps:
 
     @classmethod
     def compute_or_load(cls, trainer: Trainer, reference: torch.nn.Module) -> ReferenceLogps:
-        key = cache_key(trainer.batches.pairs + trainer.eval_pairs, trainer.cfg["model"]["name_or_path"])
+        key = cache_key(trainer.batches.pairs + trainer.eval_pairs, trainer.config.model.name_or_path)
         path = trainer.run_dir / "cache" / f"ref_logps-{key}.pt"
         if path.exists():
             saved = torch.load(path)
@@ -63,7 +63,7 @@ class ReferenceLogps:
 @torch.no_grad()
 def _compute(trainer: Trainer, reference: torch.nn.Module, pairs: list[TokenizedPair]) -> torch.Tensor:
     """Every process computes its slice of each batch; a sum across processes assembles the table."""
-    batches = PairBatches(pairs, trainer.cfg["eval_batch_size"], 0, trainer.batches.pad_token_id,
+    batches = PairBatches(pairs, trainer.config.eval_batch_size, 0, trainer.batches.pad_token_id,
                           packing=trainer.batches.packing, shuffle=False)  # fmt: skip
     table = torch.zeros(len(pairs), 2, dtype=torch.float32, device=trainer.device)
     for index in range(batches.batches_per_epoch_ceil):

@@ -1,11 +1,12 @@
 """The DPO training loop, read top to bottom; strategies (basic, FSDP, tensor parallel) override hooks.
 
-setup():  tokenizer, policy, frozen reference (or its log-probs, computed once and cached),
-          data, AdamW with linear warmup, then resume from the newest complete checkpoint.
-train():  for each optimizer step: gradient_accumulation_steps micro-batches, each one
-          forward over every chosen and rejected sequence for the policy (and, without
-          grad, the reference), loss, backward; clip, step; log / evaluate / checkpoint on
-          schedule. Finally metrics.json (train part) and the policy in run_dir/final/.
+setup():      tokenizer, policy, frozen reference (or its log-probs, computed once and cached),
+              data, the loss, AdamW with linear warmup, then resume from the newest checkpoint.
+train():      for each optimizer step: gradient_accumulation_steps micro-batches, each one
+              forward over every chosen and rejected sequence for the policy (and, without
+              grad, the reference), loss, backward; clip, step; log / evaluate / checkpoint on
+              schedule; metrics.json's train part.
+save_final(): the policy in Hugging Face format in run_dir/final/.
 
 Hooks a strategy overrides: ``init_distributed``, ``prepare_model``, ``all_reduce_sum``,
 ``clip_grad_norm``, ``save_checkpoint``, ``load_checkpoint``, ``full_state_dict``.
@@ -25,18 +26,23 @@ from typing import Any
 
 import torch
 
-from dpo_lib.config import ConfigError
-from dpo_lib.data.tokenize import TokenizedPair
+from dpo_lib.data.tokenize import TokenizedPair, truncation_summary
 from dpo_lib.io import atomic_write_json, make_readable_by_all
-from dpo_lib.losses import compute_loss, needs_reference
+from dpo_lib.losses import build_loss
+from dpo_lib.spec import ModelConfig, TrainConfig, TrainerConfig
 from dpo_lib.training import attention, checkpoint
 from dpo_lib.training.clipping import clip_gradients
-from dpo_lib.training.data import PairBatches, load_splits, tokenize_all
+from dpo_lib.training.data import PairBatches, tokenized_splits
 from dpo_lib.training.logps import PairLogps, SequenceLogpModel
 from dpo_lib.training.metrics import MeanTracker, pair_metrics, update_metrics
 from dpo_lib.training.reference import ReferenceLogps
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or go on as configured; the message says why and what to change."""
+
 
 # Keys that may change between a run and its resumption; any other difference is refused,
 # since it would silently mix two experiments in one run_dir.
@@ -46,18 +52,17 @@ RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "checkpoint_every",
 
 def load_causal_lm(
     name_or_path: str,
-    trainer_cfg: dict[str, Any],
+    options: TrainerConfig,
     dtype: torch.dtype = torch.float32,
     device: torch.device | None = None,
 ):
     """``from_pretrained``; a directory holding only ``config.json`` gives a seeded random init (benchmarks)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    attn = trainer_cfg.get("attn_implementation", "sdpa")
-    attn = "sdpa" if attn == "auto" else attn
+    attn = "sdpa" if options.attn_implementation == "auto" else options.attn_implementation
     if attn == attention.NAME:
-        if not trainer_cfg.get("packing"):
-            raise ConfigError("trainer.attn_implementation: varlen needs trainer.packing: true")
+        if options.packing is not True:
+            raise TrainingError("trainer.attn_implementation: varlen needs trainer.packing: true")
         attention.register()
     path = Path(name_or_path)
     if path.is_dir() and (path / "config.json").exists() and not any(path.glob("*.safetensors")):
@@ -67,32 +72,25 @@ def load_causal_lm(
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn)
 
 
-def load_model(name_or_path: str, device: torch.device, trainer_cfg: dict[str, Any] | None = None) -> torch.nn.Module:
-    """A Hugging Face causal LM in fp32 on ``device`` (kept for callers that want the plain model)."""
-    return load_causal_lm(name_or_path, trainer_cfg or {}).to(device)
-
-
-def load_tokenizer(cfg: dict[str, Any]) -> Any:
+def load_tokenizer(model: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg["model"].get("tokenizer_name_or_path") or cfg["model"]["name_or_path"]
-    )
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_name_or_path or model.name_or_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def resolve_device(trainer_cfg: dict[str, Any]) -> torch.device:
-    wanted = trainer_cfg.get("device", "auto")
+def resolve_device(options: TrainerConfig) -> torch.device:
+    wanted = options.device
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device: cuda was asked for but no GPU is visible")
+        raise TrainingError("trainer.device: cuda was asked for but no GPU is visible")
     return torch.device(wanted)
 
 
-def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def resolve_auto(options: TrainerConfig, device: torch.device) -> TrainerConfig:
     """Settle the ``auto`` feature switches for ``device``: the fast path on GPUs, the simple one on CPUs.
 
     Packing only pays with an attention kernel that computes nothing across sequences:
@@ -101,21 +99,21 @@ def resolve_auto(trainer_cfg: dict[str, Any], device: torch.device) -> dict[str,
     padding does.
     """
     on_gpu = device.type == "cuda"
-    cfg = dict(trainer_cfg)
-    for key in ("packing", "compile"):
-        if cfg.get(key, "auto") == "auto":
-            cfg[key] = on_gpu
-    if cfg.get("compile_logp_head", "auto") == "auto":
-        cfg["compile_logp_head"] = cfg["compile"]
-    if cfg.get("attn_implementation", "auto") == "auto":
+    packing = on_gpu if options.packing == "auto" else options.packing
+    compile_layers = on_gpu if options.compile == "auto" else options.compile
+    compile_head = compile_layers if options.compile_logp_head == "auto" else options.compile_logp_head
+    attn = options.attn_implementation
+    if attn == "auto":
         packed_kernel = attention.NAME if attention.available_on_gpu() else "flex_attention"
-        cfg["attn_implementation"] = packed_kernel if on_gpu and cfg["packing"] else "sdpa"
-    return cfg
+        attn = packed_kernel if on_gpu and packing else "sdpa"
+    return options.model_copy(
+        update={"packing": packing, "compile": compile_layers, "compile_logp_head": compile_head,
+                "attn_implementation": attn}
+    )  # fmt: skip
 
 
-def uses_bf16(trainer_cfg: dict[str, Any], device: torch.device) -> bool:
-    precision = trainer_cfg.get("precision", "auto")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+def uses_bf16(options: TrainerConfig, device: torch.device) -> bool:
+    return options.precision == "bf16" or (options.precision == "auto" and device.type == "cuda")
 
 
 def warmup_then_constant(warmup_steps: int):
@@ -125,19 +123,18 @@ def warmup_then_constant(warmup_steps: int):
 class Trainer:
     """The loop. Subclasses decide how models are placed and how state is saved."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.trainer_cfg = cfg["trainer"]
-        self.run_dir = Path(cfg["run_dir"])
-        self.loss_cfg = cfg["loss"]
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
         self.rank, self.world_size, self.dp_rank, self.dp_size = 0, 1, 0, 1
         self.device = self.init_distributed()
-        self.trainer_cfg = resolve_auto(self.trainer_cfg, self.device)
-        self.bf16 = uses_bf16(self.trainer_cfg, self.device)
+        self.options = resolve_auto(config.trainer, self.device)  # the trainer config, "auto" settled
+        self.bf16 = uses_bf16(self.options, self.device)
+        self.loss = build_loss(config.loss)
 
     # ---- strategy hooks (single device) --------------------------------------------------------
     def init_distributed(self) -> torch.device:
-        return resolve_device(self.trainer_cfg)
+        return resolve_device(self.config.trainer)
 
     def prepare_model(self, model: SequenceLogpModel, *, trainable: bool) -> torch.nn.Module:
         return model.to(self.device)
@@ -154,7 +151,7 @@ class Trainer:
 
     def save_checkpoint(self, trainer_state: dict[str, Any]) -> Path:
         return checkpoint.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler,
-                                          trainer_state, keep=self.cfg["keep_checkpoints"])  # fmt: skip
+                                          trainer_state, keep=self.config.keep_checkpoints)  # fmt: skip
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         return checkpoint.load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
@@ -170,21 +167,21 @@ class Trainer:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self, train_pairs: list[TokenizedPair] | None = None, eval_pairs: list[TokenizedPair] | None = None):
         """Load everything; ``train_pairs``/``eval_pairs`` skip the datasets (the benchmark uses this)."""
-        cfg = self.cfg
+        config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._check_resumable_config()
             for stale in checkpoint.remove_stale_temporaries(self.run_dir):
                 log.info("removed %s, left by an interrupted write", stale)
-        torch.manual_seed(cfg["seed"])
-        self.tokenizer = load_tokenizer(cfg) if train_pairs is None else None
+        torch.manual_seed(config.seed)
+        self.tokenizer = load_tokenizer(config.model) if train_pairs is None else None
         self._load_data(train_pairs, eval_pairs)
-        self.policy = self.build_model(cfg["model"]["name_or_path"], trainable=True)
+        self.policy = self.build_model(config.model.name_or_path, trainable=True)
         self.reference: torch.nn.Module | None = None
         self.reference_logps: ReferenceLogps | None = None
-        if needs_reference(self.loss_cfg["name"]):
-            reference = self.build_model(cfg["model"]["name_or_path"], trainable=False)
-            if self.trainer_cfg.get("precompute_ref_logps"):
+        if self.loss.needs_reference:
+            reference = self.build_model(config.model.name_or_path, trainable=False)
+            if self.options.precompute_ref_logps:
                 self.reference_logps = ReferenceLogps.compute_or_load(self, reference)
                 del reference
                 if self.device.type == "cuda":
@@ -193,9 +190,9 @@ class Trainer:
                 self.reference = reference
 
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], **self.optimizer_options()
+            self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay, **self.optimizer_options()
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_constant(cfg["warmup_steps"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_constant(config.warmup_steps))
         self.step = 0
         latest = checkpoint.latest_checkpoint(self.run_dir)
         if latest is not None:
@@ -207,30 +204,29 @@ class Trainer:
 
     def setup_for_evaluation(self, policy_path: str | Path) -> None:
         """Models and held-out data only: no optimizer, no checkpoint."""
-        torch.manual_seed(self.cfg["seed"])
-        self.tokenizer = load_tokenizer(self.cfg)
+        torch.manual_seed(self.config.seed)
+        self.tokenizer = load_tokenizer(self.config.model)
         self._load_data(None, None)
         self.policy = self.build_model(str(policy_path), trainable=False)
         self.reference_logps = None
         self.reference = None
-        if needs_reference(self.loss_cfg["name"]):
-            self.reference = self.build_model(self.cfg["model"]["name_or_path"], trainable=False)
+        if self.loss.needs_reference:
+            self.reference = self.build_model(self.config.model.name_or_path, trainable=False)
 
     def build_model(self, name_or_path: str, *, trainable: bool) -> torch.nn.Module:
         # Trainable weights stay fp32 (the optimizer's master copy) under bf16 autocast; a frozen
         # reference only runs forwards, so it is held in bf16 outright when training in bf16.
         dtype = torch.bfloat16 if self.bf16 and not trainable else torch.float32
-        torch.manual_seed(self.cfg["seed"])  # a random init (benchmarks) is the same for policy and reference
-        causal_lm = load_causal_lm(name_or_path, self.trainer_cfg, dtype, self.device)
-        if trainable and self.trainer_cfg.get("activation_checkpointing"):
+        torch.manual_seed(self.config.seed)  # a random init (benchmarks) is the same for policy and reference
+        causal_lm = load_causal_lm(name_or_path, self.options, dtype, self.device)
+        if trainable and self.options.activation_checkpointing:
             causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         causal_lm.train(trainable)
         if not trainable:
             causal_lm.requires_grad_(False)
-        model = SequenceLogpModel(causal_lm, self.trainer_cfg.get("logp_chunk_size"),
-                                  compile_head=self.trainer_cfg["compile_logp_head"])  # fmt: skip
+        model = SequenceLogpModel(causal_lm, self.options.logp_chunk_size, compile_head=self.options.compile_logp_head)
         model = self.prepare_model(model, trainable=trainable)
-        if self.trainer_cfg.get("compile"):
+        if self.options.compile:
             for layer in causal_lm.get_decoder().layers:
                 # Regional compilation: fast to compile, works under FSDP. Automatic dynamic shapes
                 # make only the dimensions that do change (sequence length) symbolic.
@@ -238,34 +234,33 @@ class Trainer:
         return model
 
     def _load_data(self, train_pairs: list[TokenizedPair] | None, eval_pairs: list[TokenizedPair] | None) -> None:
-        cfg = self.cfg
+        config = self.config
         if train_pairs is None:
-            train, held_out = load_splits(cfg)
-            if cfg["n_eval_examples"]:
-                held_out = held_out[: cfg["n_eval_examples"]]
-            train_pairs, eval_pairs = (
-                tokenize_all(train, self.tokenizer, cfg),
-                tokenize_all(held_out, self.tokenizer, cfg),
-            )
+            train_pairs, eval_pairs = tokenized_splits(config, self.tokenizer)
+            if config.n_eval_examples:
+                eval_pairs = eval_pairs[: config.n_eval_examples]
+            if self.is_main and (cut := truncation_summary(train_pairs + eval_pairs, config.max_length)):
+                log.warning("%s; raise max_length (and max_prompt_length) to keep more", cut)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else 0
-        packing = bool(self.trainer_cfg.get("packing"))
-        self.batches = PairBatches(train_pairs, cfg["batch_size"], cfg["seed"], pad_id, packing=packing)
+        packing = bool(self.options.packing)
+        self.batches = PairBatches(train_pairs, config.batch_size, config.seed, pad_id, packing=packing)
         self.eval_pairs = eval_pairs or []
-        self.eval_batches = PairBatches(self.eval_pairs, cfg["eval_batch_size"], cfg["seed"], pad_id,
+        self.eval_batches = PairBatches(self.eval_pairs, config.eval_batch_size, config.seed, pad_id,
                                         packing=packing, shuffle=False) if self.eval_pairs else None  # fmt: skip
 
     def _check_resumable_config(self) -> None:
         saved_path = self.run_dir / "config.json"
+        current = self.config.model_dump(mode="json")
         if saved_path.exists():
             saved = json.loads(saved_path.read_text())
-            changed = sorted(k for k in set(saved) | set(self.cfg) if saved.get(k) != self.cfg.get(k))
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             refused = [k for k in changed if k not in RESUMABLE_CHANGES]
             if refused:
-                raise ConfigError(
+                raise TrainingError(
                     f"run_dir {self.run_dir} belongs to a run with a different config "
                     f"(changed: {', '.join(refused)}); use a new run_dir or exp_name"
                 )
-        atomic_write_json(saved_path, self.cfg)
+        atomic_write_json(saved_path, current)
 
     # ---- one batch -----------------------------------------------------------------------------
     def autocast(self) -> Any:
@@ -284,20 +279,13 @@ class Trainer:
             elif self.reference is not None:
                 with torch.no_grad():
                     ref = self.reference(batch)
-        out = compute_loss(
-            self.loss_cfg,
-            policy.chosen,
-            policy.rejected,
-            ref.chosen if ref else None,
-            ref.rejected if ref else None,
-            policy.chosen_tokens,
-        )
+        out = self.loss(policy, ref)
         return out.losses.mean(), pair_metrics(out, policy), policy
 
     # ---- training loop -------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
-        cfg = self.cfg
-        accum, max_steps = cfg["gradient_accumulation_steps"], cfg["max_steps"]
+        config = self.config
+        accum, max_steps = config.gradient_accumulation_steps, config.max_steps
         if self.step >= max_steps:
             log.info("run already at step %d of %d; nothing to train", self.step, max_steps)
         window, window_tokens, window_time = MeanTracker(), 0, 0.0
@@ -307,7 +295,7 @@ class Trainer:
             started = time.perf_counter()
             grad_norm, lr, tokens = self.train_step(window)
             window_tokens += tokens
-            logging_now = self.step % cfg["log_every"] == 0 or self.step == max_steps
+            logging_now = self.step % config.log_every == 0 or self.step == max_steps
             if logging_now:
                 # Steps only queue GPU work; waiting for it here makes the window's time true.
                 self.synchronize()
@@ -320,7 +308,7 @@ class Trainer:
                 all_tokens = float(self.all_reduce_sum(torch.tensor(float(window_tokens), device=self.device)))
                 train_metrics = {**means, "grad_norm": float(grad_norm), "lr": lr,
                                  "tokens_per_s": all_tokens / max(window_time, 1e-9)}  # fmt: skip
-                recent = step_times[-cfg["log_every"] :]
+                recent = step_times[-config.log_every :]
                 eta = (max_steps - self.step) * sum(recent) / len(recent)  # true as a window's sum (it ends synced)
                 if self.is_main:
                     log.info(
@@ -332,18 +320,16 @@ class Trainer:
                     update_metrics(self.run_dir, train={**train_metrics, "step": self.step})
                 window, window_tokens, window_time = MeanTracker(), 0, 0.0
 
-            if cfg["eval_every"] and self.step % cfg["eval_every"] == 0 and self.eval_pairs:
+            if config.eval_every and self.step % config.eval_every == 0 and self.eval_pairs:
                 eval_metrics = self.evaluate(self.policy)
                 if self.is_main:
                     log.info("eval at step %d: %s", self.step, _format_metrics(eval_metrics))
                     update_metrics(self.run_dir, eval={**eval_metrics, "step": self.step})
 
-            if cfg["checkpoint_every"] and (self.step % cfg["checkpoint_every"] == 0 or self.step == max_steps):
+            if config.checkpoint_every and (self.step % config.checkpoint_every == 0 or self.step == max_steps):
                 path = self.save_checkpoint({"data": self.batches.position(self.step * accum)})
                 if self.is_main:
                     log.info("saved checkpoint %s", path)
-
-        self.save_final()
         return train_metrics
 
     def train_step(self, tracker: MeanTracker) -> tuple[torch.Tensor, float, int]:
@@ -354,14 +340,14 @@ class Trainer:
         used, and this process's real tokens. Nothing here waits for the GPU: the next
         batch is built while this step's kernels still run.
         """
-        accum, tokens = self.cfg["gradient_accumulation_steps"], 0
+        accum, tokens = self.config.gradient_accumulation_steps, 0
         for micro in range(accum):
             batch = self.batches.get(self.step * accum + micro, self.dp_rank, self.dp_size)
             loss, values, _ = self.batch_loss(self.policy, batch, self.reference_logps)
             (loss / accum).backward()
             tracker.add(values)
             tokens += batch["num_tokens"]
-        grad_norm = self.clip_grad_norm(self.cfg["max_grad_norm"] or math.inf)
+        grad_norm = self.clip_grad_norm(self.config.max_grad_norm or math.inf)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()

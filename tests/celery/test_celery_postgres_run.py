@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from dpo_lib.orchestration.settings import path_safe
-from dpo_lib.serving.client import run_metrics
-from dpo_lib.serving.home import AirflowHome
-from dpo_lib.serving.services import ServiceConfig, airflow_env
+from dpo_lib.settings import path_safe
+from dpo_lib.api.client import run_metrics
+from dpo_lib.airflow_local.home import AirflowHome
+from dpo_lib.airflow_local.services import ServiceConfig, airflow_env
 from tests.postgres_server import postgres_server
 from tests.redis_server import redis_server
 from tests.serve.services import RunningServices, make_workdir, running_services, tail

@@ -112,7 +112,7 @@ def test_trains_first_retry_delay_can_be_set_from_the_environment():
     """``DPO_TRAIN_RETRY_DELAY_S``: the fault tests retry a killed train at once instead of after 30-60 s."""
     from datetime import timedelta
 
-    from dpo_lib.orchestration.dag_factory import RETRIES, retry_options
+    from dpo_lib.dag.dag_factory import RETRIES, retry_options
 
     assert retry_options("train", {}) == RETRIES["train"]
     shortened = retry_options("train", {"DPO_TRAIN_RETRY_DELAY_S": "1"})

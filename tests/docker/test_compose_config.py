@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from dpo_lib.serving import services
+from dpo_lib.airflow_local import services
 from tests.conftest import REPO
 from tests.system_packages import ensure_commands
 

@@ -8,9 +8,9 @@ import pytest
 from docker.types import DeviceRequest
 
 from dpo_lib.orchestration.containers import DAG_LABEL, RUN_LABEL, TASK_LABEL, TRY_LABEL, remove_stray_containers
-from dpo_lib.orchestration.docker_runner import TrainerContainerOperator, device_requests, shm_bytes
-from dpo_lib.orchestration.runners import args_key, command_task
-from dpo_lib.orchestration.settings import DockerSettings, Settings
+from dpo_lib.dag.docker_runner import TrainerContainerOperator, device_requests, shm_bytes
+from dpo_lib.dag.runners import args_key, command_task
+from dpo_lib.settings import DockerSettings, Settings
 from tests.settings_under import settings_under
 
 
@@ -113,9 +113,9 @@ def test_ulimits_for_nccl_are_opt_in(tmp_path):
 
 
 def test_mount_tmp_dir_is_off_when_airflow_runs_in_a_container(monkeypatch):
-    monkeypatch.setattr("dpo_lib.orchestration.settings.running_in_container", lambda: True)
+    monkeypatch.setattr("dpo_lib.settings.running_in_container", lambda: True)
     assert DockerSettings.from_env({}).mount_tmp_dir is False
-    monkeypatch.setattr("dpo_lib.orchestration.settings.running_in_container", lambda: False)
+    monkeypatch.setattr("dpo_lib.settings.running_in_container", lambda: False)
     assert DockerSettings.from_env({}).mount_tmp_dir is True
     assert DockerSettings.from_env({"DPO_DOCKER_MOUNT_TMP_DIR": "false"}).mount_tmp_dir is False
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from dpo_lib.orchestration.containers import RUN_LABEL, TASK_LABEL
-from dpo_lib.orchestration.settings import path_safe
-from dpo_lib.serving.client import run_metrics
+from dpo_lib.settings import path_safe
+from dpo_lib.api.client import run_metrics
 from tests.docker.docker_host import containers_with_labels, docker, image_user
 from tests.faults.airflow_retry import (
     RETRY_ENV,

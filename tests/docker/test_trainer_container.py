@@ -15,8 +15,8 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration.containers import RUN_LABEL, remove_stray_containers
-from dpo_lib.orchestration.runners import command_task
-from dpo_lib.orchestration.settings import DockerSettings
+from dpo_lib.dag.runners import command_task
+from dpo_lib.settings import DockerSettings
 from dpo_lib.tiny_model import build_tiny_model
 from tests.docker.docker_host import containers_with_labels, docker, image_user
 from tests.settings_under import settings_under

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from dpo_lib.orchestration.request import hydra_value
-from dpo_lib.orchestration.settings import path_safe
+from dpo_lib.settings import path_safe
 from tests.faults.processes import newest_step
 from tests.serve.services import RunningServices, state, tail
 

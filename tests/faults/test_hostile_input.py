@@ -27,7 +27,7 @@ from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import request as request_module
 from dpo_lib.orchestration import staging
 from dpo_lib.orchestration.request import RequestError, plan_run, validate_request
-from dpo_lib.orchestration.settings import Settings
+from dpo_lib.settings import Settings
 
 pytestmark = pytest.mark.faults
 

@@ -5,7 +5,7 @@ Airflow keeps of the runs: task logs, rendered templates, XComs and files.
 
 One service group for the module, started by the project's launcher (``python -m dpo_lib services``, as ``make api``
 does) on PostgreSQL, the production metadata database (SQLite lets one writer in at a time and stalls under concurrent
-REST writes: ``dpo_lib/serving/sqlite_args.py``). The tests run in file order; the secrets test, last, checks every
+REST writes: ``dpo_lib/airflow_local/sqlite_args.py``). The tests run in file order; the secrets test, last, checks every
 run the module made. ``DPO_FAULTS_RUNS_PER_CHANNEL=2`` makes the load test quick while working on this file.
 """
 
@@ -30,9 +30,9 @@ import pytest
 import sqlalchemy
 from hypothesis import HealthCheck, assume, given, settings
 
-from dpo_lib.orchestration.settings import path_safe
-from dpo_lib.serving.client import AirflowAPI
-from dpo_lib.serving.home import AirflowHome
+from dpo_lib.settings import path_safe
+from dpo_lib.api.client import AirflowAPI
+from dpo_lib.airflow_local.home import AirflowHome
 from tests.faults.airflow_retry import describe
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
 from tests.faults.processes import component_pid, newest_step, trainers_of, wait_for
@@ -159,7 +159,7 @@ def forged(token: str, secret: str, **claims: Any) -> str:
 
 
 def test_every_dpo_route_but_the_health_check_refuses_callers_without_a_valid_token(services):
-    from dpo_lib.serving.webhook import create_app
+    from dpo_lib.api.webhook import create_app
 
     token = services.token()
     secret = AirflowHome(services.home).secrets()["jwt_secret"]

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dpo_lib.orchestration.request import RequestError, plan_run
-from dpo_lib.orchestration.settings import Settings
-from dpo_lib.serving import webhook
+from dpo_lib.settings import Settings
+from dpo_lib.api import webhook
 from tests.faults.webhook_bodies import MAX, ROOT, bodies, check_refusal, expected_status
 
 pytestmark = pytest.mark.faults
@@ -150,7 +150,7 @@ def test_a_valid_request_is_queued_once_with_the_body_as_its_conf(app):
 
 
 def test_the_app_serves_no_unauthenticated_pages_but_the_health_check(app, monkeypatch):
-    from dpo_lib.serving import health
+    from dpo_lib.api import health
 
     monkeypatch.setattr(
         health, "run_checks", lambda: [health.Check("storage", False, {"uri": "gs://b/p", "error": "x"})]

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from hypothesis import strategies as st
 
 from dpo_lib.orchestration.request import RESERVED_KEYS, RESERVED_ROOTS, config_options
-from dpo_lib.serving.webhook import MAX_BODY_BYTES
+from dpo_lib.api.webhook import MAX_BODY_BYTES
 
 ROOT = Path("/srv/dpo-webhook-fuzz")  # the local storage root the webhook judges paths against (never touched)
 MAX = MAX_BODY_BYTES

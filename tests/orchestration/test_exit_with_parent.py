@@ -18,7 +18,7 @@ import time
 import pytest
 
 from dpo_lib.cli import EXIT_WITH_PARENT_ENV
-from dpo_lib.orchestration.runners import command_task
+from dpo_lib.dag.runners import command_task
 from tests.faults.processes import is_alive, wait_for
 from tests.settings_under import settings_under
 

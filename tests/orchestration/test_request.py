@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from dpo_lib.orchestration.request import RequestError, hydra_value, plan_run, request_schema, validate_request
-from dpo_lib.orchestration.settings import path_safe
+from dpo_lib.settings import path_safe
 from tests.settings_under import settings_under
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from dpo_lib.orchestration.settings import path_safe
-from dpo_lib.serving.client import AirflowAPI, Credentials, fetch_token
-from dpo_lib.serving.home import AirflowHome
+from dpo_lib.settings import path_safe
+from dpo_lib.api.client import AirflowAPI, Credentials, fetch_token
+from dpo_lib.airflow_local.home import AirflowHome
 from tests.storage_emulator import free_port
 
 START_TIMEOUT_S = 300.0

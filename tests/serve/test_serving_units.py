@@ -13,10 +13,11 @@ import pytest
 
 from dpo_lib.orchestration.names import new_run_id
 from dpo_lib.orchestration.request import request_problems
-from dpo_lib.serving import health, services
-from dpo_lib.serving.client import Credentials, render_log
-from dpo_lib.serving.home import AirflowHome
-from dpo_lib.serving.trigger_cli import read_conf
+from dpo_lib.airflow_local import services
+from dpo_lib.api import health
+from dpo_lib.api.client import Credentials, render_log
+from dpo_lib.airflow_local.home import AirflowHome
+from dpo_lib.api.trigger_cli import read_conf
 
 
 def mode(path) -> int:
@@ -202,7 +203,7 @@ def test_an_unreachable_bucket_is_unhealthy(monkeypatch):
 
 
 def test_the_gpu_pool_is_created_once_then_resized(monkeypatch):
-    from dpo_lib.serving.client import AirflowAPI, AirflowAPIError
+    from dpo_lib.api.client import AirflowAPI, AirflowAPIError
 
     api = AirflowAPI("http://airflow.invalid", "token")
     calls, existing = [], set()
@@ -233,7 +234,7 @@ def test_sqlite_is_recognised_from_the_environment_or_airflow_cfg(tmp_path):
 def test_webhook_checks_authorization_before_reading_the_body(monkeypatch):
     from fastapi.testclient import TestClient
 
-    from dpo_lib.serving import webhook
+    from dpo_lib.api import webhook
 
     user = SimpleNamespace(get_name=lambda: "viewer")
 
@@ -256,7 +257,7 @@ def test_webhook_triggers_in_the_same_microsecond_get_different_run_ids(monkeypa
     from airflow.models.dag import DagModel
 
     from dpo_lib.orchestration import names
-    from dpo_lib.serving import webhook
+    from dpo_lib.api import webhook
 
     frozen = datetime(2026, 1, 1, tzinfo=UTC)
     monkeypatch.setattr(names, "datetime", SimpleNamespace(now=lambda tz: frozen))

@@ -17,7 +17,7 @@ from dpo_lib.storage import (
     ObjectNotFound,
     StorageError,
 )
-from dpo_lib.storage._atomic import TEMP_SUFFIX
+from dpo_lib.io import TEMP_SUFFIX
 
 
 @pytest.fixture

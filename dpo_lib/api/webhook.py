@@ -11,11 +11,12 @@ bookkeeping:
    the very check Airflow's ``POST /api/v2/dags/{dag_id}/dagRuns`` makes, so only users
    allowed to trigger DAG runs can trigger here (403 otherwise; SimpleAuthManager: role
    ``user`` or above).
-3. **Validation** against ``configs/schemas/request.schema.json`` (the DAG's Params' schema)
-   with :func:`~dpo_lib.orchestration.request.request_problems`: 422 naming each bad field,
-   unknown keys included. A ``dataset_uri`` is judged on its face too: no ``..`` segment, no
-   other scheme, a local path under ``DPO_LOCAL_STORAGE_ROOT`` (``validate`` checks the file).
-   Bodies over 64 KiB are refused (413) before they are parsed.
+3. **Validation**: the body is resolved into its run spec exactly as the ``validate`` task does
+   (:func:`~dpo_lib.orchestration.plan.plan_run`: the request contract, then its training
+   config), so a body accepted here is not refused later for its fields: 422 naming each bad
+   field, unknown keys included. A ``dataset_uri`` is judged on its face (no ``..`` segment, no
+   other scheme, a valid bucket name, a local path under ``DPO_LOCAL_STORAGE_ROOT``); ``stage``
+   reads the file. Bodies over 64 KiB are refused (413) before they are parsed.
 4. **Trigger** through Airflow's own ``trigger_dag`` in this process, recorded as a REST API
    trigger by the calling user: the run shows in the UI like any other.
 
@@ -41,8 +42,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dpo_lib.orchestration.names import FINETUNE_DAG_ID, new_run_id
-from dpo_lib.orchestration.request import request_problems
-from dpo_lib.orchestration.settings import Settings
+from dpo_lib.settings import Settings
+from dpo_lib.spec import SpecError
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -70,7 +71,7 @@ async def health(request: Request) -> JSONResponse:
 
     Public, with each component's status only; a valid bearer token adds the details.
     """
-    from dpo_lib.serving.health import public_view, report, run_checks
+    from dpo_lib.api.health import public_view, report, run_checks
 
     user = None
     if request.headers.get("authorization"):
@@ -92,7 +93,7 @@ async def trigger_finetune(request: Request) -> JSONResponse:
     body = await _read_body(request)
     if isinstance(body, JSONResponse):
         return body
-    if problems := request_problems(body, local_root=Settings.from_env().local_storage_root):
+    if problems := await run_in_threadpool(_problems, body):
         detail = [{"loc": ["body", *field.split(".")], "msg": msg, "type": "request_schema"} for field, msg in problems]
         return JSONResponse({"detail": detail}, status_code=422)
 
@@ -160,6 +161,17 @@ async def _read_body(request: Request) -> Any:
             {"detail": [{"loc": ["body"], "msg": f"not valid JSON: {reason}", "type": "json_invalid"}]},
             status_code=422,
         )
+
+
+def _problems(body: Any) -> list[tuple[str, str]]:
+    """What the ``validate`` task would refuse in ``body``, as ``(field, reason)`` pairs."""
+    from dpo_lib.orchestration.plan import plan_run
+
+    try:
+        plan_run(body, dag_id=FINETUNE_DAG_ID, run_id=new_run_id(), settings=Settings.from_env())
+    except SpecError as exc:
+        return exc.problems
+    return []
 
 
 def _trigger(conf: dict[str, Any], user_name: str) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dpo_lib.serving.services import (
+from dpo_lib.airflow_local.services import (
     ServiceConfig,
     ServicesError,
     ensure_running,

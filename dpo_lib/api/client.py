@@ -20,8 +20,8 @@ from typing import Any
 
 import urllib3
 
+from dpo_lib.airflow_local.home import AirflowHome
 from dpo_lib.orchestration.names import new_run_id
-from dpo_lib.serving.home import AirflowHome
 
 FINISHED_STATES = {"success", "failed"}
 DEFAULT_TIMEOUT_S = 30.0

@@ -23,12 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpo_lib.orchestration.settings import Settings
+from dpo_lib.settings import Settings, StorageSettings
 
 HEALTHY, UNHEALTHY = "healthy", "unhealthy"
-STORAGE_URI_ENV = "DPO_STORAGE_URI"
-TIMEOUT_ENV = "DPO_HEALTH_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 3.0
 PROBE_NAME = ".dpo-health-probe"  # looked up, never written
 
 
@@ -120,10 +117,9 @@ def run_checks(
     env: Mapping[str, str] | None = None, *, airflow: Callable[[], list[Check]] = check_airflow
 ) -> list[Check]:
     """Every check that applies to this deployment."""
-    env = os.environ if env is None else env
-    settings = Settings.from_env()
-    timeout = float(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
-    checks = [*airflow(), check_storage(settings, env.get(STORAGE_URI_ENV) or None, timeout)]
+    settings = Settings.from_env(env)
+    timeout = settings.health_timeout_s
+    checks = [*airflow(), check_storage(settings, StorageSettings.from_env(env).health_uri, timeout)]
     if settings.runner == "docker":
         checks.append(check_docker(settings, timeout))
     return checks

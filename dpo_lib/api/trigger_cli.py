@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dpo_lib.api.client import AirflowAPI, AirflowAPIError, run_metrics
 from dpo_lib.orchestration.names import FINETUNE_DAG_ID
-from dpo_lib.serving.client import AirflowAPI, AirflowAPIError, run_metrics
 
 LOG_TAIL_LINES = 30
 

@@ -1,11 +1,11 @@
 """The docker runner: train and evaluate in the trainer image, started by Airflow's DockerOperator.
 
 The container runs the same arguments the local runner gives ``python -u -m dpo_lib``
-(``RunPlan.train_args`` / ``evaluate_args``), after the image's entrypoint ``python -m dpo_lib``.
-Paths need no translation: the staging, artifacts and models folders are mounted at the
-absolute paths the Airflow worker sees (staging and models read-only, artifacts read-write)
-and the container starts in ``DPO_WORKDIR``, so every path in the plan, and the configs'
-relative ``models/<name>``, mean the same file on both sides.
+(``train --spec PATH``), after the image's entrypoint ``python -m dpo_lib``. Paths need no
+translation: the staging, artifacts and models folders are mounted at the absolute paths the
+Airflow worker sees (staging and models read-only, artifacts read-write) and the container starts
+in ``DPO_WORKDIR``, so every path in the run spec, and the configs' relative ``models/<name>``,
+mean the same file on both sides.
 
 Imported only when a DAG builds its tasks with ``DPO_RUNNER=docker``: it loads the Docker provider.
 """
@@ -23,7 +23,7 @@ from docker.errors import APIError
 from docker.types import DeviceRequest, Mount, Ulimit
 
 from dpo_lib.orchestration.containers import container_labels
-from dpo_lib.orchestration.settings import DockerSettings, Settings
+from dpo_lib.settings import DockerSettings, Settings
 
 
 class TrainerContainerOperator(DockerOperator):
@@ -76,14 +76,16 @@ class TrainerContainerOperator(DockerOperator):
             self.log.info("container %s is already gone: %s", self.container["Id"][:12], exc)
 
 
-def docker_command_task(task_id: str, args_key: str, settings: Settings, **operator_kwargs: Any) -> DockerOperator:
-    """A :class:`TrainerContainerOperator` running ``plan[args_key]`` in ``settings.docker.image``."""
+def docker_command_task(task_id: str, command: list[Any], settings: Settings, **operator_kwargs: Any) -> DockerOperator:
+    """A :class:`TrainerContainerOperator` running ``command`` (after the entrypoint) in ``settings.docker.image``.
+
+    ``command`` may hold XComArgs (the run spec's path): Airflow resolves them when the task runs.
+    """
     docker = settings.docker
     mounts, bind_dirs = trainer_mounts(settings)
     options: dict[str, Any] = {
         "image": docker.image,
-        # Rendered as the list's repr, which DockerOperator.format_command parses back into a list.
-        "command": "{{ ti.xcom_pull(task_ids='validate')['" + args_key + "'] }}",
+        "command": command,
         "docker_url": docker.url,
         "mounts": mounts,
         "working_dir": str(settings.workdir),

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from dpo_lib.airflow_local.home import AdminCredentials, AirflowHome
 from dpo_lib.orchestration.names import GPU_POOL
-from dpo_lib.orchestration.settings import PROJECT_DIR
-from dpo_lib.serving.home import AdminCredentials, AirflowHome
+from dpo_lib.settings import PROJECT_DIR, Settings, SettingsError
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_PATH = "/api/v2/monitor/health"
@@ -57,8 +57,8 @@ TUNABLE_DEFAULTS = {
 
 
 SQLITE_PATIENT_ARGS = {
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dpo_lib.serving.sqlite_args.CONNECT_ARGS",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "dpo_lib.serving.sqlite_args.ASYNC_CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dpo_lib.airflow_local.sqlite_args.CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "dpo_lib.airflow_local.sqlite_args.ASYNC_CONNECT_ARGS",
 }
 
 
@@ -85,9 +85,10 @@ class ServiceConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceConfig:
         env = os.environ if env is None else env
         port = _int(env, "AIRFLOW_PORT", 8080)
-        slots = _int(env, "DPO_GPU_SLOTS", 1)
-        if slots < 1:
-            raise ServicesError(f"DPO_GPU_SLOTS must be at least 1, not {slots}")
+        try:
+            settings = Settings.from_env(env)
+        except SettingsError as exc:
+            raise ServicesError(str(exc)) from None
         return cls(
             home=Path(env.get("AIRFLOW_HOME") or PROJECT_DIR / ".airflow").resolve(),
             host=env.get("AIRFLOW_HOST") or "127.0.0.1",
@@ -95,10 +96,10 @@ class ServiceConfig:
             base_url=(env.get("AIRFLOW_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             admin_user=env.get("AIRFLOW_ADMIN_USER") or "admin",
             admin_password=env.get("AIRFLOW_ADMIN_PASSWORD") or None,
-            gpu_slots=slots,
+            gpu_slots=settings.gpu_slots,
             dags_folder=Path(env.get("AIRFLOW__CORE__DAGS_FOLDER") or PROJECT_DIR / "dags").resolve(),
             plugins_folder=Path(env.get("AIRFLOW__CORE__PLUGINS_FOLDER") or PROJECT_DIR / "plugins").resolve(),
-            start_timeout_s=float(env.get("DPO_SERVICES_START_TIMEOUT_S") or DEFAULT_START_TIMEOUT_S),
+            start_timeout_s=settings.services_start_timeout_s,
         )
 
     @property
@@ -178,7 +179,7 @@ def prepare(config: ServiceConfig, *, out: IO[str] = sys.stdout) -> tuple[dict, 
 
 def ensure_gpu_pool(config: ServiceConfig, admin: AdminCredentials) -> None:
     """Create (or resize) the ``gpu`` pool through the REST API, as the admin."""
-    from dpo_lib.serving.client import AirflowAPI, AirflowAPIError, Credentials, fetch_token
+    from dpo_lib.api.client import AirflowAPI, AirflowAPIError, Credentials, fetch_token
 
     try:
         api = AirflowAPI(config.local_url, fetch_token(Credentials(config.local_url, admin.username, admin.password)))
@@ -224,7 +225,7 @@ class ServiceGroup:
         if name == "api-server":
             args += ["--host", self.config.host, "--port", str(self.config.port)]
         elif uses_sqlite(self.env):
-            env = {**SQLITE_PATIENT_ARGS, **self.env}  # see dpo_lib.serving.sqlite_args
+            env = {**SQLITE_PATIENT_ARGS, **self.env}  # see dpo_lib.airflow_local.sqlite_args
         proc = subprocess.Popen(
             args,
             env=env,

@@ -1,0 +1,169 @@
+"""The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``).
+
+validate → stage → train → evaluate, with cleanup as the teardown of validate and stage. Values
+move as task results: ``validate`` returns the path of the run spec it wrote, and every later task
+takes that path. DAG files call :func:`build_finetune_dag` and only choose the DAG's id, schedule
+and Param defaults, so the on-demand and the nightly fine-tune can never drift apart.
+
+Retries are chosen per task:
+
+* ``validate`` and ``stage`` fail at once on a bad request, config or dataset
+  (``AirflowFailException``: retrying cannot fix it) but retry anything else, such as storage
+  being unreachable (``stage`` with exponential backoff);
+* ``train`` retries at least twice with exponential backoff and resumes from the run's newest
+  checkpoint, so a retry repeats only the steps since it (first delay ``DPO_TRAIN_RETRY_DELAY_S``);
+* ``evaluate`` retries once, ``cleanup`` a couple of times (removing a folder is idempotent).
+
+Every try has a time limit: train's ``DPO_TRAIN_TIMEOUT_H``, stage's and evaluate's
+``DPO_TASK_TIMEOUT_MIN``, validate's and cleanup's ten minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from dpo_lib.dag.params import request_params
+from dpo_lib.dag.runners import spec_command_task
+from dpo_lib.orchestration.names import GPU_POOL
+from dpo_lib.settings import Settings
+from dpo_lib.spec import SpecError
+
+log = logging.getLogger(__name__)
+
+SHORT = timedelta(minutes=10)
+
+
+def task_options(task_id: str, settings: Settings) -> dict[str, Any]:
+    """Retries, retry delays and the time limit of one try, per task."""
+    longer = timedelta(minutes=settings.task_timeout_min)
+    options: dict[str, dict[str, Any]] = {
+        "validate": {"retries": 2, "retry_delay": timedelta(seconds=10), "execution_timeout": SHORT},
+        "stage": {
+            "retries": 3,
+            "retry_delay": timedelta(seconds=15),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=5),
+            "execution_timeout": longer,
+        },
+        "train": {
+            "retries": 2,
+            "retry_delay": timedelta(seconds=settings.train_retry_delay_s),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=10),
+            "execution_timeout": timedelta(hours=settings.train_timeout_h),
+        },
+        "evaluate": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
+        "cleanup": {"retries": 2, "retry_delay": timedelta(seconds=5), "execution_timeout": SHORT},
+    }
+    return {**options[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
+
+
+def variable_values(variables: Mapping[str, str] | None, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The Airflow Variables standing in for request fields the run's conf leaves out."""
+    from airflow.sdk import Variable
+
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    values = {}
+    for field, name in (variables or {}).items():
+        if field not in conf and (value := Variable.get(name, default=None)) is not None:
+            values[field] = value
+    return values
+
+
+def log_try(context: Mapping[str, Any]) -> None:
+    """``on_execute_callback``: the task log says which try this is and what a retry does."""
+    ti, task_ = context["ti"], context["task"]
+    log.info(
+        "%s: try %s of %s for run %s%s",
+        ti.task_id, ti.try_number, task_.retries + 1, ti.run_id,
+        " (a retry: it repeats this task's work idempotently, and train resumes from its newest checkpoint)"
+        if ti.try_number > 1 else "",
+    )  # fmt: skip
+
+
+def log_retry(context: Mapping[str, Any]) -> None:
+    """``on_retry_callback``: why this try failed and that Airflow will run the task again."""
+    ti, task_ = context["ti"], context["task"]
+    log.warning(
+        "%s: try %s of %s failed (%s); Airflow retries it after its retry delay",
+        ti.task_id, ti.try_number, task_.retries + 1, context.get("exception"),
+    )  # fmt: skip
+
+
+def build_finetune_dag(
+    dag_id: str,
+    *,
+    schedule: Any = None,
+    param_defaults: Mapping[str, Any] | None = None,
+    runtime_variables: Mapping[str, str] | None = None,
+    max_active_runs: int | None = None,
+    description: str = "DPO fine-tune: validate, stage the dataset, train, evaluate, clean up",
+    doc_md: str | None = None,
+    tags: list[str] | None = None,
+    settings: Settings | None = None,
+) -> DAG:
+    """A DAG running the fine-tune graph; ``schedule=None`` makes it on-demand only.
+
+    ``runtime_variables`` maps request fields to Airflow Variables that ``validate`` reads when a
+    run's conf does not give the field (at run time, never while the file is parsed).
+
+    DAGs are created unpaused (a run triggered through the API starts with no manual step),
+    never catch up, and cap their active runs (``max_active_runs``; default
+    ``DPO_MAX_ACTIVE_RUNS``). ``train`` runs in the ``gpu`` pool, so concurrent runs share
+    the GPUs instead of oversubscribing them.
+    """
+    settings = settings or Settings.from_env()
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        description=description,
+        params=request_params(param_defaults, config_dir=settings.config_dir),
+        max_active_runs=max_active_runs if max_active_runs is not None else settings.max_active_runs,
+        catchup=False,
+        is_paused_upon_creation=False,
+        default_args={"retries": 0, "owner": "ml-platform"},
+        tags=tags or ["dpo"],
+        doc_md=doc_md,
+    ) as dag:
+
+        @task(**task_options("validate", settings))
+        def validate() -> str:
+            """The request and its training config, resolved into the run spec; a bad one fails here."""
+            from dpo_lib.orchestration import tasks
+
+            context = get_current_context()
+            request = {**dict(context["params"]), **variable_values(runtime_variables, context)}
+            try:
+                return str(tasks.validate(request, dag_id=dag_id, run_id=context["run_id"]))
+            except SpecError as exc:
+                raise AirflowFailException(str(exc)) from None
+
+        @task(**task_options("stage", settings))
+        def stage(spec_path: str) -> dict:
+            """The dataset copied into the run's folder and validated there; a bad one fails here."""
+            from dpo_lib.orchestration import tasks
+
+            try:
+                return tasks.stage(spec_path)
+            except SpecError as exc:
+                raise AirflowFailException(str(exc)) from None
+
+        @task(**task_options("cleanup", settings))
+        def cleanup(spec_path: str) -> None:
+            from dpo_lib.orchestration import tasks
+
+            tasks.cleanup(spec_path)
+
+        spec_path = validate()
+        staged = stage(spec_path)
+        train = spec_command_task("train", spec_path, settings, pool=GPU_POOL, pool_slots=1,
+                                  **task_options("train", settings))  # fmt: skip
+        evaluate = spec_command_task("evaluate", spec_path, settings, **task_options("evaluate", settings))
+        staged >> train >> evaluate >> cleanup(spec_path).as_teardown(setups=[spec_path, staged])
+    return dag

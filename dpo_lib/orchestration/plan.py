@@ -1,0 +1,71 @@
+"""A fine-tune request resolved into its :class:`~dpo_lib.spec.RunSpec`: the run's folders and its
+training config, composed once. The ``validate`` task writes it; the webhook resolves it too, so
+nothing it accepts is refused later. Nothing is read from storage and nothing is written here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dpo_lib.config import ConfigError, build_config
+from dpo_lib.settings import Settings, path_safe
+from dpo_lib.spec import STAGED_DATASET, FinetuneRequest, RunSpec, SpecError, TrainConfig
+
+STAGED_SUFFIXES = (".json", ".jsonl", ".ndjson")
+# The pipeline sets these per run, from the request's own fields; an override must not point a
+# run at another run's folders or at arbitrary files on the worker.
+SET_BY_PIPELINE = {"exp_name", "run_dir", "model.name_or_path", "model.tokenizer_name_or_path"}
+
+
+def plan_run(conf: Any, *, dag_id: str, run_id: str, settings: Settings) -> RunSpec:
+    """Check ``conf`` and compose its training config; :class:`SpecError` naming every problem."""
+    request = FinetuneRequest.parse(conf, local_root=settings.local_storage_root, config_dir=settings.config_dir)
+    run_key = path_safe(run_id)
+    staging_dir = settings.staging_root / path_safe(dag_id) / run_key
+    suffix = PurePosixPath(request.dataset_uri).suffix.lower()
+    dataset_path = staging_dir / f"dataset{suffix if suffix in STAGED_SUFFIXES else '.data'}"
+    run_dir = settings.artifacts_root / request.exp_name / run_key
+    train = training_config(request, dataset_path=dataset_path, run_dir=run_dir, settings=settings)
+    return RunSpec(
+        dag_id=dag_id,
+        run_id=run_id,
+        request=request,
+        staging_dir=str(staging_dir),
+        dataset_path=str(dataset_path),
+        train=train,
+    )
+
+
+def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Path, settings: Settings) -> TrainConfig:
+    """The request's presets, its overrides as values, and the run's own folders."""
+    reserved = sorted(key for key in request.overrides if key in SET_BY_PIPELINE or key.split(".")[0] == "datasets")
+    if reserved:
+        raise ConfigError([(f"overrides.{key}", "is set by the pipeline for each run") for key in reserved])
+    groups = [f"model={request.model}", f"loss={request.loss}", f"trainer={request.trainer}",
+              f"datasets=[{STAGED_DATASET}]"]  # fmt: skip
+    values = {
+        **request.overrides,
+        "exp_name": request.exp_name,
+        "run_dir": str(run_dir),
+        f"datasets.{STAGED_DATASET}.uri": str(dataset_path),
+    }
+    config = build_config(groups, values, config_dir=settings.config_dir, field_prefix="overrides")
+    check_model_fits(config, settings)
+    return config
+
+
+def check_model_fits(config: TrainConfig, settings: Settings) -> None:
+    """Refuse a max_length longer than the model's positions, when the model's config.json is at hand."""
+    model_dir = Path(config.model.name_or_path)
+    config_file = (model_dir if model_dir.is_absolute() else settings.workdir / model_dir) / "config.json"
+    try:
+        positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return  # not local yet (staged later) or not readable: train checks it when it loads the model
+    if isinstance(positions, int) and config.max_length > positions:
+        raise SpecError(
+            [("overrides.max_length", f"{config.max_length} is more than the model takes "
+              f"({config.model.name}: max_position_embeddings {positions})")]
+        )  # fmt: skip
