@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from dpo_lib.orchestration.request import hydra_value
 from safetensors.torch import load_file
 
-from dpo_lib.orchestration.request import hydra_value
 from dpo_lib.settings import path_safe
 from tests.faults.processes import newest_step
-from tests.serve.services import RunningServices, state, tail
+from tests.support.airflow_services import RunningServices, state, tail
 
 DAG_ID = "dpo_finetune"
 # Airflow retries a failed train after this many seconds instead of 30-60 (dag_factory.retry_options).
@@ -102,8 +102,9 @@ def uninterrupted_run(services: RunningServices, run_id: str, run_dir: Path, ref
     as the work folder's, checked by sha256 when staged) and the model folder (relative to the workdir);
     and it saves no checkpoint but the last (saving reads the state, never changes it), for speed.
     """
-    from dpo_lib.config import compose_config
     from dpo_lib.training.runner import train
+
+    from dpo_lib.config import compose_config
 
     plan = services.api().xcom(DAG_ID, run_id, "validate")
     moved = {

@@ -1,29 +1,11 @@
-"""Fixtures for the fault tests: a tiny model and toy data on disk, and the command line that trains on them."""
+"""Fixtures for the fault tests: the command line that trains the tiny model on the toy data."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
-
-from dpo_lib.data.toy import make_toy_pairs
-from dpo_lib.tiny_model import build_tiny_model
-
-N_TOY_PAIRS = 200
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("faults-model") / "tiny")
-
-
-@pytest.fixture(scope="session")
-def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("faults-data") / "toy.json"
-    path.write_text(json.dumps(make_toy_pairs(N_TOY_PAIRS, seed=0), indent=1))
-    return path
 
 
 @pytest.fixture(scope="session")

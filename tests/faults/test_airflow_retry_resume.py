@@ -22,7 +22,7 @@ from tests.faults.airflow_retry import (
     uninterrupted_run,
 )
 from tests.faults.processes import kill_all, trainers_of, wait_for
-from tests.serve.services import make_workdir, running_services
+from tests.support.airflow_services import make_workdir, running_services
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from dpo_lib.training.runner import train
 
 from dpo_lib.config import compose_config
 from dpo_lib.io import is_disk_full
 from dpo_lib.training import checkpoint, train_cli
 from dpo_lib.training.checkpoint import COMPLETE_MARKER, list_checkpoints
-from dpo_lib.training.runner import train
 from tests.faults.processes import Training, leftovers
 
 pytestmark = pytest.mark.faults

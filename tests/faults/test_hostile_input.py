@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dpo_lib.orchestration.request import RequestError, plan_run, validate_request
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from dpo_lib.data.interface import DatasetError
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import request as request_module
 from dpo_lib.orchestration import staging
-from dpo_lib.orchestration.request import RequestError, plan_run, validate_request
 from dpo_lib.settings import Settings
 
 pytestmark = pytest.mark.faults

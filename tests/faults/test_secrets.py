@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from dpo_lib.orchestration.request import RequestError
 
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import tasks
-from dpo_lib.orchestration.request import RequestError
-from dpo_lib.settings import Settings
 from dpo_lib.orchestration.staging import check_dataset
+from dpo_lib.settings import Settings
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
 
 pytestmark = pytest.mark.faults

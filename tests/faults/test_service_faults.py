@@ -30,15 +30,15 @@ import pytest
 import sqlalchemy
 from hypothesis import HealthCheck, assume, given, settings
 
-from dpo_lib.settings import path_safe
-from dpo_lib.api.client import AirflowAPI
 from dpo_lib.airflow_local.home import AirflowHome
+from dpo_lib.api.client import AirflowAPI
+from dpo_lib.settings import path_safe
 from tests.faults.airflow_retry import describe
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
 from tests.faults.processes import component_pid, newest_step, trainers_of, wait_for
 from tests.faults.webhook_bodies import bodies, check_refusal, expected_status
-from tests.postgres_server import postgres_server
-from tests.serve.services import make_workdir, max_overlap, running_services, state, tail
+from tests.support.airflow_services import make_workdir, max_overlap, running_services, state, tail
+from tests.support.postgres_server import postgres_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from dpo_lib.orchestration.request import plan_run
 
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import staging
-from dpo_lib.orchestration.request import plan_run
 from dpo_lib.settings import Settings
 from dpo_lib.storage import FirebaseStorage, StorageError, StorageUnavailable
 from tests.faults.cutting_proxy import cutting_proxy
-from tests.storage_emulator import free_port, storage_emulator
+from tests.support.storage_emulator import free_port, storage_emulator
 
 pytestmark = pytest.mark.faults
 

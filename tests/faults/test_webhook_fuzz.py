@@ -15,12 +15,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from dpo_lib.orchestration.request import RequestError, plan_run
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from dpo_lib.orchestration.request import RequestError, plan_run
-from dpo_lib.settings import Settings
 from dpo_lib.api import webhook
+from dpo_lib.settings import Settings
 from tests.faults.webhook_bodies import MAX, ROOT, bodies, check_refusal, expected_status
 
 pytestmark = pytest.mark.faults

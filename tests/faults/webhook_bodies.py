@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
+from dpo_lib.orchestration.request import RESERVED_KEYS, RESERVED_ROOTS, config_options
 from hypothesis import strategies as st
 
-from dpo_lib.orchestration.request import RESERVED_KEYS, RESERVED_ROOTS, config_options
 from dpo_lib.api.webhook import MAX_BODY_BYTES
 
 ROOT = Path("/srv/dpo-webhook-fuzz")  # the local storage root the webhook judges paths against (never touched)

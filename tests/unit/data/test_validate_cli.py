@@ -1,0 +1,200 @@
+"""``python -m dpo_lib validate``: exit 0 valid, 1 invalid, 2 unreadable; clear messages, no tracebacks."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpo_lib import cli
+from dpo_lib.data import validate_cli
+from tests.support.datasets import json_array, jsonl, record, write
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def validate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dpo_lib", "validate", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def run_in_process(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """The same command without a new interpreter; an escaping exception would fail the test."""
+    code = cli.main(["validate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_valid_file_exits_0_with_a_summary(tmp_path: Path) -> None:
+    result = validate(write(tmp_path, "d.jsonl", jsonl([record("a", "b", "c"), record()])))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid (jsonl, 2 records): 0 errors, 0 warnings" in result.stdout
+    assert "p50 / p90 / p99 / max" in result.stdout
+
+
+def test_warnings_alone_still_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record(), record()])))
+    assert code == 0
+    assert "warning: line 2: duplicate of line 1" in out
+
+
+def test_an_invalid_file_exits_1_listing_each_error_on_its_own_line(tmp_path: Path) -> None:
+    rows = [record(), record(chosen=""), *[record(rejected=7)] * 60]
+    result = validate(write(tmp_path, "d.jsonl", jsonl(rows)))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "INVALID" in lines[0]
+    assert "line 2: field 'chosen': must be a non-empty string" in lines
+    assert "line 3: field 'rejected': must be a string, found number" in lines
+    assert "... and 11 more errors" in lines
+
+
+def test_missing_files_and_unknown_formats_exit_2(tmp_path: Path) -> None:
+    missing = validate(tmp_path / "nope.jsonl")
+    assert missing.returncode == 2
+    assert "No such file" in missing.stderr and "Traceback" not in missing.stderr
+
+    unknown = validate(write(tmp_path, "d.jsonl", jsonl([record()])), "--format", "csv")
+    assert unknown.returncode == 2
+    assert "unknown format 'csv'" in unknown.stderr
+
+
+def test_a_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_in_process(capsys, tmp_path)
+    assert code == 2
+    assert "cannot read" in err
+
+
+def test_format_flag_forces_the_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "d.json", json_array([record()]))
+    assert run_in_process(capsys, path, "--format", "json")[0] == 0
+    code, out, _ = run_in_process(capsys, path, "--format", "jsonl")
+    assert code == 1
+    assert "format 'jsonl' needs one JSON object per line" in out
+
+
+def test_json_output_is_one_object_with_the_report_and_stats(tmp_path: Path) -> None:
+    result = validate(write(tmp_path, "d.json", json_array([record(), record(prompt="")])), "--json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert {"ok", "format", "record_count", "errors", "warnings", "error_count", "warning_count", "stats"} <= set(data)
+    assert (data["ok"], data["format"], data["record_count"], data["error_count"]) == (False, "json", 2, 1)
+    assert data["errors"][0] == {
+        "location": "record 1",
+        "field": "prompt",
+        "message": "must be a non-empty string",
+        "severity": "error",
+    }
+    assert set(data["stats"]["lengths"]) == {"prompt", "chosen", "rejected"}
+    assert set(data["stats"]["lengths"]["chosen"]) == {"p50", "p90", "p99", "max"}
+
+
+def test_json_output_for_unreadable_input_is_still_one_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_in_process(capsys, tmp_path / "nope.json", "--json")
+    assert code == 2
+    assert json.loads(out)["ok"] is False
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(bytes(range(256)) * 50, id="binary-garbage"),
+        pytest.param(b'[{"prompt": "p", "chosen": "c", "rej', id="truncated-array"),
+        pytest.param(b'{"prompt": "p", "chosen": "c", "rej', id="truncated-line"),
+        pytest.param(b"[" * 200_000, id="deep-array"),
+        pytest.param(b'{"a": ' + b"[" * 200_000 + b"\n", id="deep-line"),
+        pytest.param(b"12345", id="top-level-number"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"prompt": 1' + b"0" * 10_000 + b"}\n", id="huge-number"),
+        pytest.param(b'\xff\xfe{\x00"\x00', id="utf16"),
+    ],
+)
+def test_malformed_input_exits_1_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    code, out, err = run_in_process(capsys, write(tmp_path, "bad.data", content))
+    assert code == 1, err
+    assert "INVALID" in out
+    assert len(out.splitlines()[1]) > 20  # the first error explains itself
+
+
+def test_binary_garbage_in_a_real_process_gives_no_traceback(tmp_path: Path) -> None:
+    result = validate(write(tmp_path, "bad.bin", bytes(range(256)) * 50))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "file: top level must be a JSON array" in result.stdout
+
+
+def test_huge_strings_are_read_and_flagged_as_long(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_in_process(capsys, write(tmp_path, "d.json", json_array([record(chosen="x" * 3_000_000)])))
+    assert code == 0
+    assert "unusually long: 3000000 characters" in out
+
+
+def test_file_uris_are_read_as_local_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "d.jsonl", jsonl([record()]))
+    assert run_in_process(capsys, path.as_uri())[0] == 0
+
+
+def test_unsupported_uri_schemes_exit_2_with_the_storage_message(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_in_process(capsys, "s3://bucket/d.jsonl")
+    assert code == 2
+    assert "storage error: unsupported scheme 's3'" in err
+
+
+class FakeBackend:
+    """Stands in for a remote storage backend: serves one object, records being closed."""
+
+    def __init__(self, data: bytes, error: Exception | None = None) -> None:
+        self.data, self.error, self.closed = data, error, False
+
+    def open_read(self, uri: str) -> io.BytesIO:
+        if self.error is not None:
+            raise self.error
+        return io.BytesIO(self.data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_remote_uris_are_streamed_through_storage_open_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dpo_lib.storage
+
+    backend = FakeBackend(jsonl([record()]).encode())
+    monkeypatch.setattr(dpo_lib.storage, "get_storage", lambda uri: backend)
+
+    assert cli.main(["validate", "gs://bucket/d.jsonl", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "gs://bucket/d.jsonl"
+    assert backend.closed
+
+
+def test_storage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import dpo_lib.storage
+
+    error = dpo_lib.storage.ObjectNotFound("gs://bucket/d.jsonl", "no such object")
+    monkeypatch.setattr(dpo_lib.storage, "get_storage", lambda uri: FakeBackend(b"", error))
+
+    assert cli.main(["validate", "gs://bucket/d.jsonl"]) == validate_cli.EXIT_UNREADABLE
+    assert "storage error: no such object" in capsys.readouterr().err
+
+
+def test_the_validate_command_never_imports_torch_or_transformers() -> None:
+    code = (
+        "import sys, dpo_lib.data.validate_cli, dpo_lib.data.dataset; "
+        "sys.exit(sorted({'torch', 'transformers'} & set(sys.modules)) or 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
