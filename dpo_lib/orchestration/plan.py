@@ -6,6 +6,7 @@ nothing it accepts is refused later. Nothing is read from storage and nothing is
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,7 +22,14 @@ SET_BY_PIPELINE = {"exp_name", "run_dir", "model.name_or_path", "model.tokenizer
 
 def plan_run(conf: Any, *, dag_id: str, run_id: str, settings: Settings) -> RunSpec:
     """Check ``conf`` and compose its training config; :class:`SpecError` naming every problem."""
-    request = FinetuneRequest.parse(conf, local_root=settings.local_storage_root, config_dir=settings.config_dir)
+    try:
+        request = FinetuneRequest.parse(conf, local_root=settings.local_storage_root, config_dir=settings.config_dir)
+    except SpecError as exc:  # name the reserved overrides too: one refusal lists every field to fix
+        overrides = conf.get("overrides") if isinstance(conf, Mapping) else None
+        reserved = reserved_overrides(overrides) if isinstance(overrides, Mapping) else []
+        if not reserved:
+            raise
+        raise SpecError([*exc.problems, *reserved]) from None
     run_key = path_safe(run_id)
     staging_dir = settings.staging_root / path_safe(dag_id) / run_key
     suffix = PurePosixPath(request.dataset_uri).suffix.lower()
@@ -40,9 +48,8 @@ def plan_run(conf: Any, *, dag_id: str, run_id: str, settings: Settings) -> RunS
 
 def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Path, settings: Settings) -> TrainConfig:
     """The request's presets, its overrides as values, and the run's own folders."""
-    reserved = sorted(key for key in request.overrides if key in SET_BY_PIPELINE or key.split(".")[0] == "datasets")
-    if reserved:
-        raise ConfigError([(f"overrides.{key}", "is set by the pipeline for each run") for key in reserved])
+    if reserved := reserved_overrides(request.overrides):
+        raise ConfigError(reserved)
     groups = [f"model={request.model}", f"loss={request.loss}", f"trainer={request.trainer}",
               f"datasets=[{STAGED_DATASET}]"]  # fmt: skip
     values = {
@@ -54,6 +61,14 @@ def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Pa
     config = build_config(groups, values, config_dir=settings.config_dir, field_prefix="overrides")
     check_model_fits(config, settings)
     return config
+
+
+def reserved_overrides(overrides: Mapping[Any, Any]) -> list[tuple[str, str]]:
+    """The overrides of keys the pipeline sets itself, as ``(field, reason)`` problems."""
+    reserved = sorted(
+        key for key in overrides if isinstance(key, str) and (key in SET_BY_PIPELINE or key.split(".")[0] == "datasets")
+    )
+    return [(f"overrides.{key}", "is set by the pipeline for each run") for key in reserved]
 
 
 def check_model_fits(config: TrainConfig, settings: Settings) -> None:
