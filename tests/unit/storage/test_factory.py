@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dpo_lib.settings import PROJECT_DIR
 from dpo_lib.storage import (
     FirebaseStorage,
     InvalidURI,
@@ -17,7 +18,7 @@ from dpo_lib.storage import (
     parse_uri,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_plain_paths_and_file_uris_get_local_storage(clean_env: pytest.MonkeyPatch, tmp_path: Path):
@@ -28,10 +29,14 @@ def test_plain_paths_and_file_uris_get_local_storage(clean_env: pytest.MonkeyPat
 
 
 def test_local_root_precedence(clean_env: pytest.MonkeyPatch, tmp_path: Path):
-    env_root, arg_root, cwd = tmp_path / "env", tmp_path / "arg", tmp_path / "cwd"
+    """The argument, else DPO_LOCAL_STORAGE_ROOT, else the workdir (DPO_WORKDIR, else the project): never the cwd."""
+    env_root, arg_root, workdir, cwd = tmp_path / "env", tmp_path / "arg", tmp_path / "work", tmp_path / "cwd"
     cwd.mkdir()
     clean_env.chdir(cwd)
-    assert get_storage("x").root == cwd.resolve()
+    clean_env.delenv("DPO_WORKDIR", raising=False)
+    assert get_storage("x").root == PROJECT_DIR
+    clean_env.setenv("DPO_WORKDIR", str(workdir))
+    assert get_storage("x").root == workdir.resolve()
     clean_env.setenv("DPO_LOCAL_STORAGE_ROOT", str(env_root))
     assert get_storage("x").root == env_root.resolve()
     assert get_storage("x", local_root=arg_root).root == arg_root.resolve()
