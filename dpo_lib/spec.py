@@ -71,7 +71,7 @@ def _clip(text: str) -> str:
 class Contract(BaseModel):
     """Frozen, strict, no unknown keys: a typo is an error naming the key, never a silent default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 def _no_nul_or_surrogate(value: str) -> str:

@@ -1,11 +1,13 @@
 """Hostile and broken input, fuzzed with hypothesis: datasets through validation and trigger payloads through
 request validation and planning. Neither ever crashes; each answers with a clear error or lets through only
-data that is safe to train on and a command line that means exactly what the request said."""
+data that is safe to train on, and a run spec (and the command that reads it) that means exactly what the
+request said."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shlex
 import subprocess
@@ -15,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dpo_lib.orchestration.request import RequestError, plan_run, validate_request
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dpo_lib.config import ConfigError, compose_config
+from dpo_lib.dag.runners import command_args, local_command
 from dpo_lib.data import validate_cli
 from dpo_lib.data.dataset import open_dataset
 from dpo_lib.data.formats import FORMATS
 from dpo_lib.data.interface import DatasetError
 from dpo_lib.data.toy import make_toy_pairs
-from dpo_lib.orchestration import request as request_module
-from dpo_lib.orchestration import staging
+from dpo_lib.orchestration.plan import plan_run
+from dpo_lib.orchestration.staging import cleanup_staging, stage_dataset
 from dpo_lib.settings import Settings
+from dpo_lib.spec import FinetuneRequest, Manifest, RunSpec, SpecError
 
 pytestmark = pytest.mark.faults
 
@@ -196,7 +199,8 @@ HOSTILE_TEXT = [
     "exp/name", "é", "run id with spaces", "x" * 3000,
 ]  # fmt: skip
 hostile_text = st.sampled_from(HOSTILE_TEXT) | st.text(max_size=40)
-FREE_TEXT_KEYS = ["model.name", "trainer.attn_implementation"]  # config strings the schema does not constrain
+# Config strings an override may reach: a pattern (attn_implementation), choices, and a preset's name (refused).
+TEXT_KEYS = ["trainer.attn_implementation", "truncation_mode", "trainer.device", "model.name"]
 override_keys = st.sampled_from([
     "lr", "max_steps", "loss.beta", "seed", "model.name", "trainer.attn_implementation", "truncation_mode",
     "trainer.device", "run_dir", "datasets.from_uri.uri", "exp_name", "model.name_or_path", "no_such_key",
@@ -212,7 +216,7 @@ trigger_payloads = st.fixed_dictionaries(
         "trainer": st.sampled_from(["basic", "fsdp"]) | hostile_text,
         "overrides": st.one_of(
             st.dictionaries(override_keys, override_values, max_size=4),
-            st.dictionaries(st.sampled_from(FREE_TEXT_KEYS), hostile_text, min_size=1),  # reach the trainer's config
+            st.dictionaries(st.sampled_from(TEXT_KEYS), hostile_text, min_size=1),  # reach the trainer's config
             json_values,
         ),
         "unknown": json_values,
@@ -241,21 +245,6 @@ def bash_words(command: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def composed(monkeypatch_module):
-    """Every config plan_run composed, keyed by its overrides (so a test reads it without composing again)."""
-    seen: dict[tuple[str, ...], dict[str, Any]] = {}
-    real = request_module.compose_config
-
-    def spy(overrides, *args, **kwargs):
-        cfg = real(overrides, *args, **kwargs)
-        seen[tuple(overrides)] = cfg
-        return cfg
-
-    monkeypatch_module.setattr(request_module, "compose_config", spy)
-    return seen
-
-
-@pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
@@ -267,6 +256,15 @@ def config_value(cfg: dict[str, Any], dotted: str) -> Any:
     return cfg
 
 
+def written_and_read_back(spec: RunSpec) -> RunSpec:
+    """The spec as every later task sees it: written by ``validate``, read from run_spec.json."""
+    path = spec.write()
+    try:
+        return RunSpec.read(path)
+    finally:
+        path.unlink()
+
+
 @settings(FUZZ, max_examples=120)
 @given(trigger_payloads, run_ids)
 @example({"dataset_uri": "data/x.json", "overrides": {"model.name": "${oc.env:FIREBASE_CREDENTIALS_JSON}"}}, "r")
@@ -274,58 +272,75 @@ def config_value(cfg: dict[str, Any], dotted: str) -> Any:
 @example({"dataset_uri": "data/x.json", "overrides": {"model.name": "$(touch /tmp/pwned) `id` ; | & > <"}}, "r")
 @example({"dataset_uri": "x" * 1_000_000, "overrides": {f"k{i}": i for i in range(10_000)}}, "r")
 @example({"dataset_uri": "d.json", "overrides": {f"bad key {i}": [i] for i in range(5_000)}}, "r")
-def test_requests_are_refused_clearly_or_planned_into_their_own_folders_with_a_faithful_command(
-    roots, composed, conf, run_id
-):
+def test_requests_are_refused_clearly_or_planned_into_their_own_folders_with_a_faithful_command(roots, conf, run_id):
     try:
-        plan = plan_run(conf, dag_id="dpo_finetune", run_id=run_id, settings=roots)
-    except RequestError as exc:
-        assert str(exc).strip() and len(str(exc)) < 30_000  # clear, and small whatever the body's size
+        spec = plan_run(conf, dag_id="dpo_finetune", run_id=run_id, settings=roots)
+    except SpecError as exc:
+        assert exc.problems and str(exc).strip() and len(str(exc)) < 30_000  # clear, and small whatever the body
         event("refused")
         return
     event("planned")
-    request = validate_request(conf)
-    assert strictly_inside(plan.staging_dir, roots.staging_root / "dpo_finetune")
-    assert strictly_inside(plan.staged_path, Path(plan.staging_dir))
-    assert strictly_inside(plan.run_dir, roots.artifacts_root / request["exp_name"])
-    argv = [roots.python, "-u", "-m", "dpo_lib", *plan.train_args]
-    assert shlex.split(plan.train_command) == argv
-    assert bash_words(plan.train_command) == argv  # no word split, glob, expansion or command substitution
-    cfg = composed[tuple(plan.train_args[1:])]  # what the trainer composes from the same arguments
-    assert cfg["run_dir"] == plan.run_dir and cfg["datasets"] == {"from_uri": cfg["datasets"]["from_uri"]}
-    assert cfg["datasets"]["from_uri"]["uri"] == plan.staged_path
-    for key, value in request["overrides"].items():
+    request = FinetuneRequest.parse(conf, local_root=roots.local_storage_root)
+    assert spec.request == request
+    assert strictly_inside(spec.staging_dir, roots.staging_root / "dpo_finetune")
+    assert strictly_inside(spec.dataset_path, Path(spec.staging_dir))
+    assert strictly_inside(str(spec.run_dir), roots.artifacts_root / request.exp_name)
+    # train and evaluate run `python -u -m dpo_lib train --spec PATH`: the path is one word, taken literally.
+    argv = [roots.python, "-u", "-m", "dpo_lib", "train", "--spec", str(spec.path)]
+    command = local_command(roots.python, command_args("train", str(spec.path)))
+    assert shlex.split(command) == argv
+    assert bash_words(command) == argv  # no word split, glob, expansion or command substitution
+    read = written_and_read_back(spec)
+    assert read == spec  # what the trainer reads is what was planned
+    cfg = read.train.model_dump(mode="json")
+    assert cfg["run_dir"] == str(spec.run_dir) and list(cfg["datasets"]) == ["from_uri"]
+    assert cfg["datasets"]["from_uri"]["uri"] == spec.dataset_path
+    for key, value in request.overrides.items():
         assert config_value(cfg, key) == value, key  # read back literally: no interpolation, no escaping left
 
 
 @pytest.mark.parametrize("override", ["lr=nan", "loss.beta=inf", "weight_decay=inf", "max_grad_norm=nan"])
 def test_non_finite_numbers_are_refused_by_the_training_config(override):
-    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: .* is not a finite number"):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: .*a finite number"):
         compose_config(["exp_name=x", override])  # the CLI's path; a request is refused before it gets here
 
 
 tricky_text = st.text(st.sampled_from("\\'\"${}:$`;|&<>()[]=, \nab") | st.characters(), min_size=1, max_size=60).filter(
     lambda text: "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)  # refused, rightly
-)
+) | st.from_regex(r"\A[A-Za-z0-9_.:-]{1,40}\Z")  # what attn_implementation takes
 
 
 @settings(FUZZ, max_examples=40)  # each example composes a config (a fifth of a second)
-@given(st.sampled_from(FREE_TEXT_KEYS), tricky_text)
-@example("model.name", "${oc.env:DPO_FAULTS_PLANTED}")
-@example("model.name", "a\\b")
+@given(st.sampled_from(TEXT_KEYS), tricky_text)
+@example("trainer.attn_implementation", "${oc.env:DPO_FAULTS_PLANTED}")
+@example("trainer.attn_implementation", "a\\b")
 @example("trainer.attn_implementation", "\\${x}\\'\\")
-def test_any_text_override_reaches_the_training_config_literally(roots, composed, monkeypatch_module, key, text):
+@example("trainer.attn_implementation", "kernels-community:flash.attn_3")
+@example("model.name", "${oc.env:DPO_FAULTS_PLANTED}")
+@example("truncation_mode", "keep_start")
+def test_any_text_override_is_refused_naming_it_or_reaches_the_training_config_literally(
+    roots, monkeypatch_module, key, text
+):
     monkeypatch_module.setenv("DPO_FAULTS_PLANTED", "a value from the worker's environment")
-    plan = plan_run({"overrides": {key: text}}, dag_id="dpo_finetune", run_id="r", settings=roots)
-    cfg = composed[tuple(plan.train_args[1:])]
+    try:
+        spec = plan_run({"overrides": {key: text}}, dag_id="dpo_finetune", run_id="r", settings=roots)
+    except SpecError as exc:
+        assert [field for field, _ in exc.problems] == [f"overrides.{key}"]
+        assert "a value from the worker's environment" not in str(exc)  # never resolved, even to refuse it
+        event("refused")
+        return
+    event("accepted")
+    cfg = written_and_read_back(spec).train.model_dump(mode="json")
     assert config_value(cfg, key) == text  # not resolved, not unescaped, not doubled
 
 
 @settings(FUZZ, max_examples=100)
 @given(st.one_of(json_values, st.text(), st.binary(), st.lists(json_values)))
-def test_a_request_of_any_shape_is_refused_with_a_request_error_only(conf):
-    with contextlib.suppress(RequestError):
-        validate_request(conf)
+def test_a_request_of_any_shape_is_refused_with_a_spec_error_only(roots, conf):
+    with contextlib.suppress(SpecError):
+        FinetuneRequest.parse(conf)
+    with contextlib.suppress(SpecError):
+        plan_run(conf, dag_id="dpo_finetune", run_id="r", settings=roots)
 
 
 # ---- dataset_uri against the local storage root -----------------------------------------------------------------
@@ -347,6 +362,19 @@ def storage_root(tmp_path_factory):
     return settings_, outside
 
 
+def stage(uri: str, settings_: Settings) -> Manifest:
+    """What ``validate`` and ``stage`` do with ``uri``: judge it on its face, then download and validate it."""
+    spec = plan_run({"dataset_uri": uri}, dag_id="dpo_finetune", run_id=f"r{next(RUN_NUMBERS)}", settings=settings_)
+    spec.write()
+    try:
+        return stage_dataset(spec, settings_)
+    finally:
+        cleanup_staging(spec, settings_)
+
+
+RUN_NUMBERS = itertools.count()
+
+
 @pytest.mark.parametrize(
     "uri",
     [
@@ -355,10 +383,13 @@ def storage_root(tmp_path_factory):
         "ftp://host/prefs.json", "file://remote-host/data/prefs.json", "data/prefs.json\x00.txt",
     ],
 )  # fmt: skip
-def test_check_dataset_refuses_uris_that_leave_the_local_root_with_a_request_error(storage_root, uri):
+def test_uris_that_leave_the_local_root_are_refused_naming_dataset_uri(storage_root, uri):
     settings_, outside = storage_root
-    with pytest.raises(RequestError, match="dataset_uri: cannot read the dataset"):
-        staging.check_dataset(uri.format(outside=outside), settings_)
+    with pytest.raises(SpecError) as refused:
+        stage(uri.format(outside=outside), settings_)
+    assert [field for field, _ in refused.value.problems] == ["dataset_uri"]
+    if uri.startswith("data/escape"):  # symlinks out of the root: only reading the file can tell
+        assert "cannot read the dataset" in str(refused.value)
 
 
 path_parts = st.sampled_from(["..", ".", "data", "prefs.json", "escape.json", "escape-dir", "outside", "", "%2e%2e"])
@@ -366,12 +397,12 @@ path_parts = st.sampled_from(["..", ".", "data", "prefs.json", "escape.json", "e
 
 @settings(FUZZ, max_examples=100)
 @given(st.lists(path_parts, min_size=1, max_size=6), st.sampled_from(["", "/", "file://", "file:///", "{root}/"]))
-def test_check_dataset_reads_only_inside_the_local_root(storage_root, parts, prefix):
+def test_staging_reads_only_inside_the_local_root(storage_root, parts, prefix):
     settings_, _ = storage_root
     uri = prefix.format(root=settings_.local_storage_root) + "/".join(parts)
     try:
-        report = staging.check_dataset(uri, settings_)
-    except RequestError as exc:
-        assert str(exc).startswith("dataset_uri: ")
+        manifest = stage(uri, settings_)
+    except SpecError as exc:
+        assert [field for field, _ in exc.problems] == ["dataset_uri"]
         return
-    assert report["record_count"] == 50  # the dataset inside the root, never the one outside it
+    assert manifest.record_count == 50  # the dataset inside the root, never the one outside it
