@@ -208,11 +208,12 @@ def check_toy_run_through_rest(services: RunningServices, exp_name: str, max_ste
     for name in ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"):
         assert name in metrics["train"] and name in metrics["eval"]
     assert "logps/accuracies" in metrics["eval"]["reference"]
+    assert "rewards/accuracies" not in metrics["eval"]["reference"]  # 0 by construction: not reported
 
     api = services.api()
     tis = {ti.task_id: ti for ti in api.task_instances("dpo_finetune", run_id)}
     assert {task: state(ti) for task, ti in tis.items()} == dict.fromkeys(
-        ("validate", "stage_dataset", "train", "evaluate", "cleanup"), "success"
+        ("validate", "stage", "train", "evaluate", "cleanup"), "success"
     )
     assert tis["train"].pool == "gpu"
     train_log = api.task_log("dpo_finetune", run_id, "train", 1)

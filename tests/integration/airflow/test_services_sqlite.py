@@ -124,7 +124,7 @@ def test_webhook_422_names_the_bad_field_and_413_refuses_large_bodies_leaving_no
 
 
 def test_webhook_202_queues_a_run_as_the_calling_user(services):
-    # A request that is valid but names no existing file: accepted here, refused by validate.
+    # A request that is valid but names no existing file: accepted here, refused when stage reads it.
     request = {"dataset_uri": "data/not-there.json", "exp_name": "webhook"}
     status, answer = http(
         "POST", f"{services.url}/dpo/trigger-finetune", token=services.token(), body=json.dumps(request).encode()
