@@ -38,6 +38,9 @@ def stage(spec_path: str | Path) -> dict[str, Any]:
 def cleanup(spec_path: str | Path) -> None:
     """The run's teardown: its staging folder, and with the docker runner any container it left."""
     settings = Settings.from_env()
+    if not Path(spec_path).exists():  # a retry after the folder (the spec with it) was removed
+        log.info("nothing staged at %s", Path(spec_path).parent)
+        return
     spec = RunSpec.read(spec_path)
     try:
         if settings.runner == "docker":

@@ -1,4 +1,4 @@
-"""The dpo_finetune DAG's shape, its Params, and what importing it costs."""
+"""The dpo_finetune DAG's shape, its Params, its retries and time limits, and what importing it costs."""
 
 import subprocess
 import sys
@@ -22,24 +22,38 @@ def test_tasks_run_validate_stage_train_evaluate_then_cleanup(dag):
     def downstream(task_id):
         return dag.get_task(task_id).downstream_task_ids
 
-    assert set(dag.task_ids) == {"validate", "stage_dataset", "train", "evaluate", "cleanup"}
-    assert downstream("validate") == {"stage_dataset", "cleanup"}
-    assert downstream("stage_dataset") == {"train", "cleanup"}
+    assert set(dag.task_ids) == {"validate", "stage", "train", "evaluate", "cleanup"}
+    assert downstream("validate") == {"stage", "train", "evaluate", "cleanup"}  # each takes the spec's path
+    assert downstream("stage") == {"train", "cleanup"}
     assert downstream("train") == {"evaluate"}
     assert downstream("evaluate") == {"cleanup"}
 
 
-def test_cleanup_is_a_teardown_of_staging(dag):
+def test_cleanup_is_the_teardown_of_validate_and_stage(dag):
     cleanup = dag.get_task("cleanup")
     assert cleanup.is_teardown
-    assert "stage_dataset" in cleanup.upstream_task_ids
+    assert dag.get_task("validate").is_setup and dag.get_task("stage").is_setup
+    assert {"validate", "stage"} <= cleanup.upstream_task_ids
     # Teardowns do not decide the run's state, so a failed train still fails the run.
     assert not cleanup.on_failure_fail_dagrun
 
 
-def test_train_and_evaluate_run_the_planned_command_lines(dag):
-    assert "train_command" in dag.get_task("train").bash_command
-    assert "evaluate_command" in dag.get_task("evaluate").bash_command
+def test_train_and_evaluate_take_the_run_spec_from_validate_as_a_value(dag):
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    for task_id in ("train", "evaluate"):
+        task = dag.get_task(task_id)
+        (spec_path,) = task.op_args
+        assert isinstance(spec_path, XComArg) and spec_path.operator.task_id == "validate"
+        assert "xcom_pull" not in repr(task.op_kwargs) + repr(task.op_args)
+
+
+def test_the_local_runner_runs_the_spec_through_python_m_dpo_lib(dag):
+    import shlex
+
+    train = dag.get_task("train")
+    command = shlex.split(train.python_callable("/staging/run/run_spec.json"))
+    assert command[1:] == ["-u", "-m", "dpo_lib", "train", "--spec", "/staging/run/run_spec.json"]
 
 
 @pytest.mark.parametrize(
@@ -62,6 +76,18 @@ def test_params_refuse_bad_conf(dag, name, value):
     param: Param = dag.params.get_param(name)
     with pytest.raises(ParamValidationError):
         param.resolve(value=value)
+
+
+def test_params_come_from_the_request_contract(dag):
+    from dpo_lib.spec import FinetuneRequest, request_schema
+
+    schema = request_schema()["properties"]
+    assert set(dag.params) == set(FinetuneRequest.model_fields) == set(schema)
+    for name, param in dag.params.items():
+        field = FinetuneRequest.model_fields[name]
+        assert param.value == field.get_default(call_default_factory=True)
+        assert param.description == field.description == schema[name]["description"]
+        assert param.schema.get("enum") == schema[name].get("enum")
 
 
 def test_params_accept_a_good_conf(dag):
@@ -92,7 +118,7 @@ def test_each_task_retries_as_suits_it_and_train_runs_in_the_gpu_pool(dag):
     train = dag.get_task("train")
     assert train.retries >= 2 and train.retry_exponential_backoff > 1  # a float multiplier in Airflow 3
     assert train.pool == "gpu" and train.pool_slots == 1
-    stage = dag.get_task("stage_dataset")
+    stage = dag.get_task("stage")
     assert stage.retries >= 2 and stage.retry_exponential_backoff > 1  # storage outages
     assert dag.get_task("evaluate").retries == 1
     assert dag.get_task("cleanup").retries >= 1
@@ -108,16 +134,17 @@ def test_runs_are_capped_and_the_dag_starts_unpaused(dag):
     assert dag.catchup is False
 
 
-def test_trains_first_retry_delay_can_be_set_from_the_environment():
-    """``DPO_TRAIN_RETRY_DELAY_S``: the fault tests retry a killed train at once instead of after 30-60 s."""
+def test_every_try_has_a_time_limit_train_s_from_the_settings(dag):
     from datetime import timedelta
 
-    from dpo_lib.dag.dag_factory import RETRIES, retry_options
+    from dpo_lib.dag.dag_factory import task_options
+    from tests.support.settings_under import settings_under
 
-    assert retry_options("train", {}) == RETRIES["train"]
-    shortened = retry_options("train", {"DPO_TRAIN_RETRY_DELAY_S": "1"})
-    assert shortened == {**RETRIES["train"], "retry_delay": timedelta(seconds=1)}  # backoff and cap kept
-    assert retry_options("stage_dataset", {"DPO_TRAIN_RETRY_DELAY_S": "1"}) == RETRIES["stage_dataset"]
-    for bad in ("soon", "-1", "nan"):
-        with pytest.raises(ValueError, match="DPO_TRAIN_RETRY_DELAY_S"):
-            retry_options("train", {"DPO_TRAIN_RETRY_DELAY_S": bad})
+    for task in dag.tasks:
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(days=3), task.task_id
+    assert dag.get_task("validate").execution_timeout <= timedelta(minutes=10)
+    settings = settings_under(REPO, train_timeout_h=5.0, train_retry_delay_s=1.0, task_timeout_min=7.0)
+    assert task_options("train", settings)["execution_timeout"] == timedelta(hours=5)
+    assert task_options("train", settings)["retry_delay"] == timedelta(seconds=1)  # backoff and cap kept
+    assert task_options("train", settings)["retry_exponential_backoff"] == 2.0
+    assert task_options("evaluate", settings)["execution_timeout"] == timedelta(minutes=7)

@@ -1,4 +1,5 @@
-"""``dpo_nightly``: its timetable and Param defaults, and that it shares ``dpo_finetune``'s task graph."""
+"""``dpo_nightly``: its timetable and Param defaults, read without the metadata database, and that it shares
+``dpo_finetune``'s task graph."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.base import TimeRestriction
-from dpo_lib.orchestration.request import validate_request
 
+from dpo_lib.spec import FinetuneRequest
 from tests.conftest import REPO
 
 
@@ -47,11 +48,11 @@ def test_nightly_runs_at_two_utc_without_catchup_one_run_at_a_time(dags):
 def test_every_nightly_param_has_a_valid_default(dags):
     defaults = dags["dpo_nightly"].params.dump()
     assert set(defaults) == {"dataset_uri", "model", "loss", "trainer", "exp_name", "overrides"}
-    assert validate_request(defaults) == defaults
+    assert FinetuneRequest.parse(defaults).model_dump() == defaults
     assert defaults["exp_name"] == "nightly"
 
 
-def test_schedule_and_dataset_come_from_airflow_variables():
+def test_schedule_and_dataset_come_from_the_environment_as_airflow_variables():
     code = (
         "import json\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
@@ -83,3 +84,38 @@ def test_both_dags_share_one_task_graph(dags):
         assert (a.retries, a.pool, a.retry_exponential_backoff) == (b.retries, b.pool, b.retry_exponential_backoff)
     assert type(finetune.timetable).__name__ == "NullTimetable"  # on demand only
     assert finetune.max_active_runs == 16
+
+
+def test_parsing_the_nightly_dag_asks_no_database(monkeypatch):
+    """A top-level ``Variable.get`` made the first parse time out under load; parsing must not call it."""
+    import importlib.util
+
+    from airflow.sdk import Variable
+
+    def no_database(*args, **kwargs):
+        raise AssertionError("Variable.get while parsing")
+
+    monkeypatch.setattr(Variable, "get", no_database)
+    monkeypatch.setenv("DPO_NIGHTLY_SCHEDULE", "15 4 * * *")
+    spec = importlib.util.spec_from_file_location("nightly_under_test", REPO / "dags" / "dpo_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.nightly.schedule == "15 4 * * *"
+
+
+def test_at_run_time_validate_takes_the_dataset_from_the_variable_unless_the_conf_names_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from airflow.sdk import Variable
+
+    from dpo_lib.dag.dag_factory import variable_values
+
+    kept = {"dpo_nightly_dataset_uri": "gs://prefs-bucket/tonight.jsonl"}
+    monkeypatch.setattr(Variable, "get", lambda name, default=None: kept.get(name, default))
+    variables = {"dataset_uri": "dpo_nightly_dataset_uri"}
+    scheduled = {"dag_run": SimpleNamespace(conf={})}
+    assert variable_values(variables, scheduled) == {"dataset_uri": "gs://prefs-bucket/tonight.jsonl"}
+    by_hand = {"dag_run": SimpleNamespace(conf={"dataset_uri": "data/other.json"})}
+    assert variable_values(variables, by_hand) == {}
+    kept.clear()
+    assert variable_values(variables, scheduled) == {}  # unset: the Param's default stands

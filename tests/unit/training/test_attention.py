@@ -11,10 +11,10 @@ import random
 import pytest
 import torch
 
-from dpo_lib.config import ConfigError
 from dpo_lib.data.tokenize import TokenizedPair, collate_pairs, pack_pairs
+from dpo_lib.spec import BasicTrainerConfig as options
 from dpo_lib.training.logps import SequenceLogpModel
-from dpo_lib.training.trainer import load_causal_lm
+from dpo_lib.training.trainer import TrainingError, load_causal_lm
 
 
 def random_pairs(n: int, seed: int = 0) -> list[TokenizedPair]:
@@ -42,8 +42,8 @@ def test_packed_batches_carry_boundaries_that_cover_the_row_and_match_the_positi
 def test_varlen_attention_gives_the_log_probs_of_the_padded_batch(tiny_model_dir, pairs, multiple):
     data = random_pairs(pairs, seed=pairs)
     torch.manual_seed(0)
-    plain = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), {"attn_implementation": "sdpa"}))
-    varlen = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), {"attn_implementation": "varlen", "packing": True}))
+    plain = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), options(attn_implementation="sdpa")))
+    varlen = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), options(attn_implementation="varlen", packing=True)))
     assert varlen.causal_lm.config._attn_implementation == "varlen"
 
     expected = plain(collate_pairs(data, pad_token_id=0))
@@ -56,7 +56,7 @@ def test_varlen_attention_gives_the_log_probs_of_the_padded_batch(tiny_model_dir
 def test_varlen_gradients_match_the_padded_batch(tiny_model_dir):
     data = random_pairs(3, seed=7)
     models = [
-        SequenceLogpModel(load_causal_lm(str(tiny_model_dir), {"attn_implementation": attn, "packing": True}))
+        SequenceLogpModel(load_causal_lm(str(tiny_model_dir), options(attn_implementation=attn, packing=True)))
         for attn in ("sdpa", "varlen")
     ]
     for model, batch in zip(models, (collate_pairs(data, 0), pack_pairs(data, 0)), strict=True):
@@ -67,12 +67,12 @@ def test_varlen_gradients_match_the_padded_batch(tiny_model_dir):
 
 
 def test_varlen_without_packing_is_refused_naming_both_settings(tiny_model_dir):
-    with pytest.raises(ConfigError, match="varlen needs trainer.packing"):
-        load_causal_lm(str(tiny_model_dir), {"attn_implementation": "varlen", "packing": False})
+    with pytest.raises(TrainingError, match="varlen needs trainer.packing"):
+        load_causal_lm(str(tiny_model_dir), options(attn_implementation="varlen", packing=False))
 
 
 def test_a_training_step_runs_with_varlen_attention(make_config):
-    from dpo_lib.training.runner import build_trainer
+    from dpo_lib.training.recipe import build_trainer
 
     trainer = build_trainer(make_config("trainer.packing=true", "trainer.attn_implementation=varlen", "max_steps=2"))
     trainer.setup()

@@ -15,15 +15,15 @@ from dpo_lib.training.trainer import BasicTrainer
     [("dpo", True), ("ipo", True), ("hinge", True), ("reference_free", False), ("sft", False)],
 )
 def test_each_loss_trains_a_few_steps(make_config, loss, loads_reference):
-    cfg = make_config(f"loss={loss}", "max_steps=2", "log_every=1")
-    trainer = BasicTrainer(cfg)
+    config = make_config(f"loss={loss}", "max_steps=2", "log_every=1")
+    trainer = BasicTrainer(config)
     trainer.setup()
     assert (trainer.reference is not None) is loads_reference
     metrics = trainer.train()
     assert trainer.step == 2
     assert math.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
-    assert read_metrics(cfg["run_dir"])["train"]["step"] == 2
-    assert (trainer.run_dir / "final" / "model.safetensors").exists()
+    assert read_metrics(config.run_dir)["train"]["step"] == 2
+    assert (trainer.save_final() / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
-"""How many processes ``python -m dpo_lib train trainer=fsdp`` starts (dpo_lib/training/launch.py), without GPUs.
+"""How many processes ``python -m dpo_lib train trainer=fsdp`` starts (dpo_lib/training/torchrun.py), without GPUs.
 
 In the trainer container the docker runner asks for every GPU (``DPO_DOCKER_GPUS=all``,
-``tests/docker/test_docker_operator.py``); FSDP without ``trainer.nproc`` then runs one
+``tests/system/docker/test_docker_operator.py``); FSDP without ``trainer.nproc`` then runs one
 process per GPU the container sees.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dpo_lib.config import compose_config
-from dpo_lib.training import launch
+from dpo_lib.training import torchrun
 
 
 @pytest.fixture
@@ -32,20 +32,20 @@ def gpus(monkeypatch):
 
 @pytest.mark.parametrize("strategy", ["fsdp", "tensor_parallel"])
 def test_a_multi_process_strategy_without_nproc_runs_one_process_per_visible_gpu(gpus, strategy):
-    trainer = compose_config(["exp_name=x", f"trainer={strategy}"])["trainer"]
-    assert trainer["nproc"] is None and trainer["device"] == "auto"  # the defaults
+    trainer = compose_config(["exp_name=x", f"trainer={strategy}"]).trainer
+    assert trainer.nproc is None and trainer.device == "auto"  # the defaults
     for count in (1, 4, 8):
         gpus(count)
-        assert launch.process_count(trainer) == count
+        assert torchrun.process_count(trainer) == count
 
 
 def test_nproc_or_a_cpu_device_override_the_gpu_count(gpus):
     gpus(8)
-    assert launch.process_count(compose_config(["exp_name=x", "trainer=fsdp", "trainer.nproc=3"])["trainer"]) == 3
-    cpu = compose_config(["exp_name=x", "trainer=fsdp", "trainer.device=cpu"])["trainer"]
-    assert launch.process_count(cpu) == 2  # gloo processes on the CPU
+    assert torchrun.process_count(compose_config(["exp_name=x", "trainer=fsdp", "trainer.nproc=3"]).trainer) == 3
+    cpu = compose_config(["exp_name=x", "trainer=fsdp", "trainer.device=cpu"]).trainer
+    assert torchrun.process_count(cpu) == 2  # gloo processes on the CPU
     gpus(0)
-    assert launch.process_count(compose_config(["exp_name=x", "trainer=fsdp"])["trainer"]) == 2
+    assert torchrun.process_count(compose_config(["exp_name=x", "trainer=fsdp"]).trainer) == 2
 
 
 def test_the_launcher_starts_torchrun_with_one_process_per_gpu(gpus, monkeypatch):
@@ -57,9 +57,9 @@ def test_the_launcher_starts_torchrun_with_one_process_per_gpu(gpus, monkeypatch
         return SimpleNamespace(wait=lambda: 0, poll=lambda: 0)
 
     monkeypatch.setattr(subprocess, "Popen", popen)
-    cfg = compose_config(["exp_name=x", "trainer=fsdp"])
-    assert launch.needs_launch(cfg)
-    assert launch.relaunch_under_torchrun(cfg, ["exp_name=x", "trainer=fsdp"]) == 0
+    config = compose_config(["exp_name=x", "trainer=fsdp"])
+    assert config.needs_torchrun
+    assert torchrun.relaunch(config.trainer, ["exp_name=x", "trainer=fsdp"]) == 0
     ((*_, run, standalone, addr, nproc, m, module, command, arg1, arg2),) = started
     assert (run, standalone, nproc) == ("torch.distributed.run", "--standalone", "--nproc_per_node=4")
     assert addr == "--local-addr=127.0.0.1"  # not the host name: it does not resolve without a network
@@ -67,4 +67,4 @@ def test_the_launcher_starts_torchrun_with_one_process_per_gpu(gpus, monkeypatch
 
 
 def test_basic_runs_in_this_process():
-    assert not launch.needs_launch(compose_config(["exp_name=x"]))
+    assert not compose_config(["exp_name=x"]).needs_torchrun

@@ -1,4 +1,4 @@
-"""BasicTrainer end to end on the tiny model and toy data (dpo_lib/training/trainer.py, runner.py)."""
+"""BasicTrainer end to end on the tiny model and toy data (dpo_lib/training/trainer.py, recipe.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_lib.training.runner import train
 
+from dpo_lib.spec import TrainConfig
 from dpo_lib.training.metrics import read_metrics
+from dpo_lib.training.recipe import train
 from dpo_lib.training.trainer import BasicTrainer
 from tests.support.training import PAIR_METRICS, unreadable_by_others
 
@@ -64,6 +65,7 @@ def test_final_policy_loads_with_from_pretrained_and_differs_from_the_start(trai
 def test_run_dir_holds_the_resolved_config(trained_run: Path):
     saved = json.loads((trained_run / "config.json").read_text())
     assert saved["max_steps"] == 30 and saved["run_dir"] == str(trained_run)
+    assert TrainConfig.model_validate(saved).max_steps == 30  # the contract reads it back
 
 
 def test_final_model_directory_is_readable_by_other_users(trained_run: Path):
@@ -77,28 +79,28 @@ def test_final_model_directory_is_readable_by_other_users(trained_run: Path):
 
 
 def test_warmup_ramps_the_learning_rate_linearly(make_config, tmp_path):
-    cfg = make_config("max_steps=3", "log_every=1", "warmup_steps=3", "lr=4e-4")
-    trainer = BasicTrainer(cfg)
+    config = make_config("max_steps=3", "log_every=1", "warmup_steps=3", "lr=4e-4")
+    trainer = BasicTrainer(config)
     trainer.setup()
     lrs = []
     for max_steps in (1, 2, 3):
-        trainer.cfg = {**cfg, "max_steps": max_steps}
+        trainer.config = config.model_copy(update={"max_steps": max_steps})
         trainer.train()
-        lrs.append(read_metrics(cfg["run_dir"])["train"]["lr"])
+        lrs.append(read_metrics(config.run_dir)["train"]["lr"])
     # factor min(1, (step + 1) / (warmup + 1)) for steps 0, 1, 2
     assert lrs == pytest.approx([1e-4, 2e-4, 3e-4])
 
 
 def test_gradient_accumulation_sees_batch_size_times_steps_pairs(make_config):
-    cfg = make_config("max_steps=2", "gradient_accumulation_steps=3", "batch_size=4")
-    trainer = BasicTrainer(cfg)
+    config = make_config("max_steps=2", "gradient_accumulation_steps=3", "batch_size=4")
+    trainer = BasicTrainer(config)
     trainer.setup()
     seen = []
     get = trainer.batches.get
     trainer.batches.get = lambda index, *slice_of: seen.append(index) or get(index, *slice_of)
     trainer.train()
     assert seen == [0, 1, 2, 3, 4, 5]
-    assert read_metrics(cfg["run_dir"])["train"]["step"] == 2
+    assert read_metrics(config.run_dir)["train"]["step"] == 2
 
 
 def test_training_batches_are_a_pure_function_of_seed_and_index(make_config):
@@ -113,9 +115,34 @@ def test_training_batches_are_a_pure_function_of_seed_and_index(make_config):
     assert not torch.equal(batches.get(0)["input_ids"], batches.get(batches.batches_per_epoch)["input_ids"])
 
 
-def test_runner_returns_the_last_logged_train_metrics(make_config):
-    cfg = make_config("max_steps=3", "log_every=2")
-    metrics = train(cfg)
+def test_the_recipe_returns_the_last_logged_train_metrics_and_saves_the_policy(make_config):
+    config = make_config("max_steps=3", "log_every=2")
+    metrics = train(config)
     # logged at step 2 and at the final step 3; the return value is the last window
     assert set(metrics) == TRAIN_METRICS - {"step"}
-    assert read_metrics(cfg["run_dir"])["train"] == {**metrics, "step": 3}
+    assert read_metrics(config.run_dir)["train"] == {**metrics, "step": 3}
+    assert (Path(config.run_dir) / "final" / "model.safetensors").exists()
+
+
+def test_truncation_is_reported_in_the_first_lines_of_training(make_config, caplog):
+    import logging
+
+    trainer = BasicTrainer(make_config("max_length=24", "max_prompt_length=12"))
+    with caplog.at_level(logging.WARNING, logger="dpo_lib.training.trainer"):
+        trainer.setup()
+    (line,) = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert "pairs" in line and "were truncated to max_length 24" in line and "tokens cut" in line
+
+
+def test_tokenized_pairs_are_cached_in_the_run_folder(make_config, caplog):
+    import logging
+
+    config = make_config()
+    first = BasicTrainer(config)
+    first.setup()
+    (cache,) = (Path(config.run_dir) / "cache").glob("tokens-*.pt")
+    with caplog.at_level(logging.INFO, logger="dpo_lib.training.data"):
+        again = BasicTrainer(config)
+        again.setup()
+    assert any(f"tokenized pairs from {cache}" in r.getMessage() for r in caplog.records)
+    assert again.batches.pairs == first.batches.pairs and again.eval_pairs == first.eval_pairs
