@@ -132,8 +132,8 @@ def rendered_docs(root: Path = PROJECT_DIR) -> dict[Path, str]:
             continue
         text = path.read_text()
         for marker, table in generated.items():
-            pattern = re.compile(rf"(<!-- generated: {marker} -->\n).*?(\n<!-- end: {marker} -->)", re.DOTALL)
-            text = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), text)
+            pattern = re.compile(rf"(<!-- generated: {marker} -->\n)(?:.*?\n)?(<!-- end: {marker} -->)", re.DOTALL)
+            text = pattern.sub(lambda m, table=table: f"{m.group(1)}{table}\n{m.group(2)}", text)
         out[path] = text
     return out
 

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from dpo_lib.cli import EXIT_WITH_PARENT_ENV
-from dpo_lib.dag.runners import command_task
+from dpo_lib.dag.runners import spec_command_task
+from dpo_lib.processes import EXIT_WITH_PARENT_ENV
 from tests.faults.processes import is_alive, wait_for
 from tests.support.settings_under import settings_under
 
@@ -75,5 +75,8 @@ def test_a_command_started_for_a_task_dies_with_the_task_process(tmp_path, exit_
 
 
 def test_the_local_runner_sets_it_for_the_commands_it_runs(tmp_path):
-    operator = command_task("train", "train_command", settings_under(tmp_path))
+    from airflow.sdk import DAG
+
+    with DAG("processes_test", schedule=None):
+        operator = spec_command_task("train", str(tmp_path / "run_spec.json"), settings_under(tmp_path)).operator
     assert operator.env == {EXIT_WITH_PARENT_ENV: "1"} and operator.append_env is True

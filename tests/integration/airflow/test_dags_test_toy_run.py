@@ -72,22 +72,27 @@ def test_toy_run_learns_and_leaves_nothing_staged(workdir):
     assert metrics["eval"]["logps/accuracies"] > metrics["eval"]["reference"]["logps/accuracies"]
     assert (metrics_path.parent / "final" / "model.safetensors").exists()
     assert staged_files(workdir) == []
+    # the run spec validate wrote was the one train read: config.json is its training config
+    config = json.loads((metrics_path.parent / "config.json").read_text())
+    assert config["datasets"]["from_uri"]["sha256"] is not None  # trusted from stage's manifest
+    assert config["run_dir"] == str(metrics_path.parent)
 
 
-def test_bad_dataset_fails_validate_and_never_trains(workdir):
+def test_bad_dataset_fails_stage_and_never_trains(workdir):
     bad = workdir / "data" / "bad.json"
     bad.write_text(json.dumps([{"prompt": "p", "chosen": "same", "rejected": "same"}, {"prompt": "q", "chosen": 3}]))
     result = dags_test(workdir, {"dataset_uri": "data/bad.json", "exp_name": "bad-data"})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "record 1" in output and "rejected" in output  # the reason, naming record and field
+    assert "stage" in output
     assert not (workdir / "artifacts" / "bad-data").exists()
-    assert staged_files(workdir) == []
+    assert staged_files(workdir) == []  # cleanup ran: validate (a setup) had succeeded
 
 
 def test_bad_training_config_fails_validate_naming_the_key(workdir):
     result = dags_test(workdir, {"dataset_uri": "data/dataset.json", "exp_name": "bad-conf", "overrides": {"lr": -1}})
     assert result.returncode != 0
-    assert "lr: -1" in result.stdout + result.stderr
+    assert "overrides.lr: Input should be greater than 0" in result.stdout + result.stderr
     assert not (workdir / "artifacts" / "bad-conf").exists()
     assert staged_files(workdir) == []

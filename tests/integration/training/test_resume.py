@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_lib.training.runner import train
 from safetensors.torch import load_file
 
-from dpo_lib.config import ConfigError
 from dpo_lib.training import checkpoint
 from dpo_lib.training.checkpoint import COMPLETE_MARKER, latest_checkpoint, list_checkpoints
 from dpo_lib.training.metrics import read_metrics
-from dpo_lib.training.trainer import BasicTrainer
+from dpo_lib.training.recipe import train
+from dpo_lib.training.trainer import BasicTrainer, TrainingError
 from tests.support.training import compose_test_config, unreadable_by_others
 
 # warmup crosses the resume point, so the scheduler's state matters as much as the optimizer's
@@ -96,10 +95,10 @@ def test_resume_with_a_changed_non_resumable_key_is_refused_naming_it(make_confi
     train(make_config("max_steps=1", "checkpoint_every=1", run_dir=run_dir))
     saved = (run_dir / "config.json").read_text()
 
-    with pytest.raises(ConfigError, match=r"changed: lr\)") as info:
+    with pytest.raises(TrainingError, match=r"changed: lr\)") as info:
         BasicTrainer(make_config("max_steps=2", "lr=1e-3", run_dir=run_dir)).setup()
     assert str(run_dir) in str(info.value)
-    with pytest.raises(ConfigError, match=r"changed: loss, seed\)"):
+    with pytest.raises(TrainingError, match=r"changed: loss, seed\)"):
         BasicTrainer(make_config("loss=ipo", "seed=3", run_dir=run_dir)).setup()
     assert (run_dir / "config.json").read_text() == saved  # a refused run does not overwrite it
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dpo_lib.spec import BasicTrainerConfig
 from dpo_lib.training.trainer import BasicTrainer, resolve_auto
 from tests.support.training import unreadable_by_others
 
@@ -61,18 +62,17 @@ def test_packing_and_chunked_head_leave_logps_unchanged(make_config, features):
     ids=["gpu-fast-path", "cpu-simple-path", "head-follows-compile", "explicit-head-kept"],
 )  # fmt: skip
 def test_auto_switches_resolve_per_device(device, switches, expected):
-    auto = {"packing": "auto", "compile": "auto", "compile_logp_head": "auto", "attn_implementation": "auto"}
-    resolved = resolve_auto({**auto, **switches}, torch.device(device))
-    assert {key: resolved[key] for key in expected} == expected
+    resolved = resolve_auto(BasicTrainerConfig(**switches), torch.device(device))
+    assert {key: getattr(resolved, key) for key in expected} == expected
     if device == "cuda" and not switches:
-        assert resolved["attn_implementation"] in ("varlen", "flex_attention")
+        assert resolved.attn_implementation in ("varlen", "flex_attention")
 
 
 def test_the_compile_logp_head_switch_reaches_policy_and_reference(make_config):
     trainer = BasicTrainer(make_config("trainer.compile_logp_head=true"))
     trainer.setup()
     assert trainer.policy.compile_head and trainer.reference.compile_head
-    assert not BasicTrainer(make_config()).trainer_cfg["compile_logp_head"]
+    assert not BasicTrainer(make_config()).options.compile_logp_head
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])

@@ -12,9 +12,8 @@ import pytest
 
 from dpo_lib import cli
 from dpo_lib.data import validate_cli
+from tests.conftest import REPO
 from tests.support.datasets import json_array, jsonl, record, write
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def validate(*args: str | Path) -> subprocess.CompletedProcess[str]:
