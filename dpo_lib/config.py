@@ -78,7 +78,9 @@ def build_config(
     except ValidationError as exc:
         found = problems(exc)
         if field_prefix:
-            found = [(_joined(field_prefix, f) if f in values else f, reason) for f, reason in found]
+            found = [
+                (_joined(field_prefix, key) if (key := _value_key(f, values)) else f, reason) for f, reason in found
+            ]
         raise ConfigError(found) from None
 
 
@@ -121,6 +123,14 @@ def _refusal(key: str) -> str | None:
     if key in GROUPS:
         return f"choose the {key} preset with {key}=<name>"
     return None
+
+
+def _value_key(field: str, values: Mapping[str, Any]) -> str | None:
+    """The key of ``values`` a problem at ``field`` comes from: the key itself, a field inside its value, or the
+    field its key reaches into (``lr.x`` sets ``lr`` to a mapping, refused at ``lr``); None: not from a value."""
+    if field in values:
+        return field
+    return next((key for key in values if field.startswith(key + ".") or key.startswith(field + ".")), None)
 
 
 def _joined(prefix: str, key: str) -> str:

@@ -379,10 +379,19 @@ class FinetuneRequest(Contract):
         """``conf`` checked, defaults filled in; :class:`SpecError` naming every bad field otherwise."""
         if not isinstance(conf, Mapping):
             raise SpecError([("(request)", f"the request must be a JSON object, not {type(conf).__name__}")])
+        fields = list(cls.model_fields)
+        # A key that is not valid Unicode (a lone surrogate, as JSON's "\\udfff" gives) fails pydantic's whole
+        # validation with one error naming nothing: refuse it as the unknown field it is, and check the rest.
+        unreadable = [key for key in conf if not isinstance(key, str) or re.search("[\ud800-\udfff]", key)]
+        found = [(str(key), f"unknown field; expected one of {', '.join(fields)}") for key in unreadable]
+        readable = {key: value for key, value in conf.items() if key not in unreadable}
         try:
-            return cls.model_validate(dict(conf), context={"local_root": local_root, "config_dir": config_dir})
+            request = cls.model_validate(readable, context={"local_root": local_root, "config_dir": config_dir})
         except ValidationError as exc:
-            raise SpecError(problems(exc, fields=list(cls.model_fields))) from None
+            raise SpecError([*found, *problems(exc, fields=fields)]) from None
+        if found:
+            raise SpecError(found)
+        return request
 
 
 # ---- one run of the DAG --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Shared by the in-process fuzzing (``test_webhook_fuzz.py``) and the few dozen bodies sent to the live api-server
 (``test_service_faults.py``). ``bad_fields`` says which top-level fields a refusal must name without calling the
-pipeline's own validation, so the tests check it against a second opinion rather than against itself.
+pipeline's own validation, so the tests check it against a second opinion rather than against itself; and
+``bad_overrides`` which overrides a valid request's training config must refuse (the webhook composes it too).
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
-from dpo_lib.orchestration.request import RESERVED_KEYS, RESERVED_ROOTS, config_options
 from hypothesis import strategies as st
 
 from dpo_lib.api.webhook import MAX_BODY_BYTES
+from dpo_lib.spec import config_options
 
 ROOT = Path("/srv/dpo-webhook-fuzz")  # the local storage root the webhook judges paths against (never touched)
 MAX = MAX_BODY_BYTES
 KNOWN = {"dataset_uri", "model", "loss", "trainer", "exp_name", "overrides"}
 EXP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Set by the pipeline for each run: an override of one is refused with the request, whatever else is wrong.
+SET_BY_PIPELINE = {"exp_name", "run_dir", "model.name_or_path", "model.tokenizer_name_or_path"}
 
 # ---- bodies -----------------------------------------------------------------------------------------------------
 
@@ -80,7 +83,7 @@ def bodies(draw: st.DrawFn) -> bytes:
     return draw(st.sampled_from([b'{"exp_name": "' + b"x" * (size - 16) + b'"}', b" " * size, b"[" * size]))
 
 
-# ---- what is safe, stated independently of request_problems ---------------------------------------------------------
+# ---- what is safe, stated independently of the request contract and plan_run ---------------------------------------
 
 NOT_JSON = object()  # what ``parse`` returns for a body that is not JSON
 
@@ -130,14 +133,44 @@ def bad_fields(conf: dict, root: Path) -> set[str]:
         for key, value in overrides.items():
             if (
                 not (len(key) <= 128 and OVERRIDE_KEY.fullmatch(key))
-                or key in RESERVED_KEYS
-                or key.split(".")[0] in RESERVED_ROOTS
+                or key in SET_BY_PIPELINE
+                or key.split(".")[0] == "datasets"
                 or not (value is None or isinstance(value, (str, int, float)))  # bool is an int
                 or (isinstance(value, float) and not math.isfinite(value))
                 or (isinstance(value, str) and (len(value) > 1024 or not clean_text(value)))
             ):
                 bad.add("overrides")
     return bad
+
+
+def override_is_valid(key: str, value: Any, loss: str) -> bool:
+    """Whether the training config takes ``key: value``, for the keys the bodies above send on purpose.
+
+    Any other key is refused: one the config does not have (``a.b``, ``no_such_key``), a preset's name or
+    choice (``model``, ``model.name``), or Hydra's own (``hydra.run``). Values are JSON's, checked strictly:
+    no booleans for numbers, no floats for integers, no strings for either.
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if key == "lr":
+        return number and 0 < value <= 1
+    if key == "seed":
+        return integer and 0 <= value <= 2**32 - 1
+    if key == "max_steps":
+        return integer and 1 <= value <= 1_000_000
+    if key == "loss.beta":
+        return loss != "sft" and number and 0 < value <= 100  # sft has no beta
+    return False
+
+
+def bad_overrides(conf: dict) -> set[str]:
+    """The overrides a request that is itself valid (``bad_fields`` empty) is refused for."""
+    loss = conf.get("loss", "dpo")
+    return {
+        f"overrides.{key}"
+        for key, value in conf.get("overrides", {}).items()
+        if not override_is_valid(key, value, loss)
+    }
 
 
 def parse(body: bytes) -> Any:
@@ -156,7 +189,7 @@ def expected_status(body: bytes, root: Path) -> int:
     if len(body) > MAX:
         return 413
     conf = parse(body)
-    if conf is NOT_JSON or not isinstance(conf, dict) or bad_fields(conf, root):
+    if conf is NOT_JSON or not isinstance(conf, dict) or bad_fields(conf, root) or bad_overrides(conf):
         return 422
     return 202
 
@@ -177,9 +210,15 @@ def check_refusal(status: int, answer: Any, body: bytes, root: Path) -> None:
     conf = parse(body)
     if isinstance(conf, dict):
         named = {".".join(item["loc"][1:]) for item in detail}
-        for field in bad_fields(conf, root):  # an unknown key too is named by its own loc
+        # Only what the body holds is named: its own keys, the request's fields, or the request as a whole.
+        holds = {printable(key)[:300] for key in conf} | KNOWN | {"(request)"}
+        assert all(any(n == key or n.startswith(key + ".") for key in holds) for n in named), (named, body[:300])
+        bad = bad_fields(conf, root)
+        for field in bad:  # an unknown key too is named by its own loc
             field = printable(field)[:300]
             assert any(n == field or n.startswith(field + ".") for n in named), (field, named)
+        if not bad:  # refused for its training config: named by the override, as the caller wrote it
+            assert named & bad_overrides(conf), (named, bad_overrides(conf))
 
 
 def printable(text: str) -> str:
