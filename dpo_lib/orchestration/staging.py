@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 def stage_dataset(spec: RunSpec, settings: Settings) -> Manifest:
     """Download the dataset to ``spec.dataset_path``, validate the copy, and write the manifest.
 
-    Idempotent: a retry downloads again over the same names. A storage outage raises
-    :class:`~dpo_lib.storage.StorageUnavailable` (the task retries it); anything the user must fix
-    (a missing object, invalid records, too few pairs) raises :class:`SpecError`. On any failure the
+    Idempotent: a retry downloads again over the same names. A storage outage or a transfer that went
+    wrong raises :class:`~dpo_lib.storage.StorageUnavailable` or :class:`~dpo_lib.storage.TransferCorrupted`
+    (the task retries it); anything the user must fix (a missing object, invalid records, too few pairs)
+    raises :class:`SpecError`. On any failure the
     staged copy is removed, so nothing half-staged is left for anyone to find.
     """
     from dpo_lib.data.dataset import open_dataset
     from dpo_lib.data.split import split_problem
-    from dpo_lib.storage import StorageError, StorageUnavailable, get_storage
+    from dpo_lib.storage import StorageError, StorageUnavailable, TransferCorrupted, get_storage
 
     uri, staged = spec.request.dataset_uri, Path(spec.dataset_path)
     _check_inside(Path(spec.staging_dir), settings.staging_root)
@@ -33,8 +34,8 @@ def stage_dataset(spec: RunSpec, settings: Settings) -> Manifest:
         try:
             with get_storage(uri, local_root=settings.local_storage_root) as storage:
                 download = storage.download(uri, staged)
-        except StorageUnavailable:
-            raise  # an outage, not a bad request: the task's retries may outlast it
+        except (StorageUnavailable, TransferCorrupted):
+            raise  # an outage or a damaged transfer, not a bad request: the task's retries may outlast it
         except StorageError as exc:
             raise SpecError([("dataset_uri", f"cannot read the dataset: {exc}")], "invalid dataset") from None
         report = open_dataset(staged, name=uri).validate()

@@ -22,6 +22,7 @@ from dpo_lib.storage.interface import (
     StorageError,
     StorageInterface,
     StorageUnavailable,
+    TransferCorrupted,
 )
 from dpo_lib.storage.uri import ParsedURI, parse_uri
 
@@ -46,6 +47,7 @@ __all__ = [
     "StorageError",
     "StorageInterface",
     "StorageUnavailable",
+    "TransferCorrupted",
     "get_storage",
     "local_root_from_env",
     "parse_uri",

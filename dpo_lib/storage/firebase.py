@@ -49,6 +49,7 @@ from dpo_lib.storage.interface import (
     ObjectNotFound,
     StorageError,
     StorageInterface,
+    TransferCorrupted,
 )
 from dpo_lib.storage.uri import parse_uri
 
@@ -177,7 +178,7 @@ class FirebaseStorage(StorageInterface):
         if problem:
             with gcs_errors(uri, self.endpoint):  # remove exactly the bad generation, not a newer one
                 blob.delete(if_generation_match=blob.generation, timeout=self.timeout, retry=self._retry)
-            raise StorageError(uri, problem)
+            raise TransferCorrupted(uri, problem)
         return info
 
     def download(self, uri: str, local_path: str | Path) -> DownloadResult:
@@ -257,14 +258,14 @@ def _info(uri: str, blob: Any) -> ObjectInfo:
 def _verify_download(uri: str, expected: ObjectInfo, size: int, md5: str, path: Path) -> None:
     """Raise unless the temp file matches the metadata GCS reported for that generation."""
     if size != expected.size:
-        raise StorageError(uri, f"size mismatch: bucket reports {expected.size} bytes, received {size}")
+        raise TransferCorrupted(uri, f"size mismatch: bucket reports {expected.size} bytes, received {size}")
     if expected.md5 is not None:
         if md5 != expected.md5:
-            raise StorageError(uri, f"md5 mismatch: bucket reports {expected.md5}, received {md5}")
+            raise TransferCorrupted(uri, f"md5 mismatch: bucket reports {expected.md5}, received {md5}")
     elif expected.crc32c is not None:
         crc = _crc32c_hex(path)
         if crc != expected.crc32c:
-            raise StorageError(uri, f"crc32c mismatch: bucket reports {expected.crc32c}, received {crc}")
+            raise TransferCorrupted(uri, f"crc32c mismatch: bucket reports {expected.crc32c}, received {crc}")
 
 
 def _crc32c_hex(path: Path) -> str:

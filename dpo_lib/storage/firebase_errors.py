@@ -21,6 +21,7 @@ from dpo_lib.storage.interface import (
     ObjectNotFound,
     StorageError,
     StorageUnavailable,
+    TransferCorrupted,
 )
 
 _MAX_REASON = 300
@@ -58,7 +59,7 @@ def translate(uri: str, exc: BaseException, endpoint: str) -> StorageError | Non
     if isinstance(exc, (api.Forbidden, api.Unauthorized)):
         return AccessDenied(uri, f"permission denied by {endpoint} (HTTP {exc.code}): {short(exc.message)}")
     if isinstance(exc, api.PreconditionFailed):
-        return StorageError(uri, "object was replaced while being read; try again")
+        return TransferCorrupted(uri, "object was replaced while being read; try again")
     if isinstance(exc, (api.ServerError, api.TooManyRequests)):
         return StorageUnavailable(uri, f"{endpoint} answered HTTP {exc.code}: {short(exc.message)}")
     if isinstance(
@@ -73,7 +74,7 @@ def translate(uri: str, exc: BaseException, endpoint: str) -> StorageError | Non
     if isinstance(exc, auth.RefreshError):
         return AccessDenied(uri, "cannot obtain an access token with the configured credentials")
     if isinstance(exc, media.DataCorruption):
-        return StorageError(uri, f"checksum mismatch during transfer: {short(exc)}")
+        return TransferCorrupted(uri, f"checksum mismatch during transfer: {short(exc)}")
     if isinstance(exc, api.GoogleAPICallError):
         return StorageError(uri, f"{endpoint} answered HTTP {exc.code}: {short(exc.message)}")
     if isinstance(exc, (api.GoogleAPIError, auth.GoogleAuthError, requests.RequestException)):

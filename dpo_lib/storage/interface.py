@@ -40,6 +40,11 @@ class StorageUnavailable(StorageError):
     """The backend could not be reached (connection refused, timeout, 5xx): retrying may help."""
 
 
+class TransferCorrupted(StorageError):
+    """What arrived does not match what storage says the object holds (a body cut short, a checksum
+    mismatch, the object replaced mid-read): a fault of this transfer, so retrying may help."""
+
+
 class InvalidURI(StorageError):
     """The URI is malformed, uses an unsupported scheme, or names another bucket."""
 

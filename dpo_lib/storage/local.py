@@ -25,6 +25,7 @@ from dpo_lib.storage.interface import (
     ObjectInfo,
     StorageError,
     StorageInterface,
+    TransferCorrupted,
 )
 from dpo_lib.storage.uri import parse_uri
 
@@ -131,4 +132,6 @@ class LocalStorage(StorageInterface):
 
 def _check_size(uri: str, expected: int, actual: int) -> None:
     if expected != actual:
-        raise StorageError(uri, f"size mismatch: expected {expected} bytes, copied {actual} (changed during copy?)")
+        raise TransferCorrupted(
+            uri, f"size mismatch: expected {expected} bytes, copied {actual} (changed during copy?)"
+        )

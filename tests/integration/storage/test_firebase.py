@@ -15,8 +15,8 @@ from dpo_lib.storage import (
     FirebaseStorage,
     InvalidURI,
     ObjectNotFound,
-    StorageError,
     StorageUnavailable,
+    TransferCorrupted,
 )
 from tests.support.storage_emulator import Emulator, free_port
 
@@ -87,7 +87,7 @@ def test_download_rejects_checksum_mismatch(
 
     monkeypatch.setattr(Blob, "download_to_file", corrupting_download)
     dest = tmp_path / "dl" / "train.jsonl"
-    with pytest.raises(StorageError, match="md5 mismatch"):
+    with pytest.raises(TransferCorrupted, match="md5 mismatch"):  # a StorageError staging retries
         storage.download(uri, dest)
     assert list(dest.parent.iterdir()) == []  # neither the file nor a temp file
 

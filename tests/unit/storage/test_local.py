@@ -17,6 +17,7 @@ from dpo_lib.storage import (
     LocalStorage,
     ObjectNotFound,
     StorageError,
+    TransferCorrupted,
 )
 
 
@@ -256,7 +257,7 @@ def test_download_detects_size_change(
 ):
     (root / "f.bin").write_bytes(b"0123456789")
     monkeypatch.setattr(storage, "open_read", lambda uri: io.BytesIO(b"01234"))  # truncated underneath us
-    with pytest.raises(StorageError, match="size mismatch"):
+    with pytest.raises(TransferCorrupted, match="size mismatch"):  # a StorageError staging retries
         storage.download("f.bin", tmp_path / "f.bin")
     assert not (tmp_path / "f.bin").exists()
     assert leftovers(tmp_path) == []
