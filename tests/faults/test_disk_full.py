@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_lib.training.runner import train
 
 from dpo_lib.config import compose_config
 from dpo_lib.io import is_disk_full
-from dpo_lib.training import checkpoint, train_cli
+from dpo_lib.training import checkpoint, recipe
 from dpo_lib.training.checkpoint import COMPLETE_MARKER, list_checkpoints
+from dpo_lib.training.recipe import train
 from tests.faults.processes import Training, leftovers
 
 pytestmark = pytest.mark.faults
@@ -52,10 +52,11 @@ def small_disk(tmp_path: Path, tiny_model_dir: Path):
 
 def assert_loadable(path: Path, tiny_model_dir: Path, step: int = 2) -> None:
     """The checkpoint restores into a fresh policy, optimizer and scheduler, as a resuming trainer does it."""
+    from dpo_lib.spec import BasicTrainerConfig
     from dpo_lib.training.logps import SequenceLogpModel
     from dpo_lib.training.trainer import load_causal_lm, warmup_then_constant
 
-    model = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), {}))
+    model = SequenceLogpModel(load_causal_lm(str(tiny_model_dir), BasicTrainerConfig()))
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_constant(3))
     assert (path / COMPLETE_MARKER).exists()
@@ -74,7 +75,7 @@ def test_full_disk_during_checkpointing_stops_with_one_line_keeps_the_previous_c
     returncode = training.wait(timeout=300)
     output = training.output
 
-    assert returncode == train_cli.EXIT_DISK_FULL, output[-3000:]
+    assert returncode == recipe.EXIT_DISK_FULL, output[-3000:]
     assert "Traceback" not in output
     (message,) = [line for line in output.splitlines() if line.startswith("error:")]
     assert f"no space left on device under {run_dir}" in message
@@ -119,17 +120,30 @@ def test_a_checkpoint_failing_on_a_full_disk_raises_enospc_naming_it_and_keeps_t
     assert leftovers(run_dir) == []
 
 
+@pytest.fixture
+def no_progress_bars():
+    """What the command's own logging setup does to Hugging Face's progress bars (they write to stderr)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    yield
+    if enabled:
+        hf_logging.enable_progress_bar()
+
+
 def test_train_command_reports_a_full_disk_in_one_line_with_its_own_exit_status(
-    monkeypatch, capsys, train_argv, tmp_path
+    monkeypatch, capsys, train_argv, tmp_path, no_progress_bars
 ):
     run_dir = tmp_path / "run"
     fill_disk_on_step(monkeypatch, 4)
-    monkeypatch.setattr(train_cli, "configure_logging", lambda: None)  # leave pytest's logging alone
+    monkeypatch.setattr(recipe, "configure_logging", lambda: None)  # leave pytest's logging alone
 
-    returncode = train_cli.run(argparse.Namespace(overrides=train_argv(run_dir, *OVERRIDES)[4:], print_config=False))
+    overrides = train_argv(run_dir, *OVERRIDES)[4:]
+    returncode = recipe.run(argparse.Namespace(overrides=overrides, spec=None, print_config=False, argv=overrides))
 
     err = capsys.readouterr().err
-    assert returncode == train_cli.EXIT_DISK_FULL
+    assert returncode == recipe.EXIT_DISK_FULL
     assert err.count("\n") == 1 and err.startswith(f"error: no space left on device under {run_dir} ")
     assert f"{run_dir / 'checkpoints' / 'step-2'} is kept" in err
 
