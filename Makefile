@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` (a real DPO fine-tune through the Airflow DAG) and `make test`.
-# Both install what they need into .venv first.
+# Both install what they need into .venv first. `make check` (lint + unit tests) is the inner loop.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -21,7 +21,7 @@ DEMO_CONF ?= {"dataset_uri": "data/dataset.json", "model": "tiny", "loss": "dpo"
 DATASET ?= data/dataset.json
 ARGS ?= model=tiny datasets=[toy] loss=dpo exp_name=cli
 
-.PHONY: help setup toy demo test lint format validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker test-faults
+.PHONY: help setup toy demo check test test-unit test-faults provision lint format schema validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -50,8 +50,16 @@ demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (
 	$(AIRFLOW) dags test dpo_finetune -c '$(DEMO_CONF)'
 	@echo; echo "== final metrics =="; $(PY) -m dpo_lib metrics artifacts/runs/demo
 
-test: setup  ## run the whole test suite: everything but the fault tests, then `make test-faults`
-	$(PY) -m pytest -q -m "not faults"
+check: lint test-unit  ## the inner loop: ruff, then the unit tests (tests/unit: seconds each, no services)
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+provision:  ## install the host packages the system and fault tests use (Debian; root): docker, postgres, redis
+	bash tests/provision-host.sh
+
+test: setup provision  ## everything: unit, integration (Airflow, storage emulator), system (docker, celery), then `make test-faults`
+	$(PY) -m pytest -q -m "not faults" tests/unit tests/integration tests/system
 	$(MAKE) --no-print-directory test-faults
 
 test-faults: setup  ## the fault tests: kills, outages, full disks, hostile input, planted secrets (docs/reliability.md)
@@ -60,6 +68,9 @@ test-faults: setup  ## the fault tests: kills, outages, full disks, hostile inpu
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+schema: setup  ## regenerate configs/schemas and the docs' tables from the run contract (dpo_lib/spec.py)
+	$(PY) -m dpo_lib schema --write
 
 format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -71,7 +82,7 @@ validate: setup  ## validate a dataset: make validate DATASET=path/or/uri
 train: toy  ## train from the CLI: make train ARGS="model=tiny datasets=[toy] loss=dpo exp_name=x"
 	$(PY) train.py $(ARGS)
 
-# --- Serving: Airflow's services on this machine (README, "Serving") ---
+# --- Serving: Airflow's services on this machine (docs/serving.md) ---
 # Settings (AIRFLOW_PORT, AIRFLOW_ADMIN_USER, AIRFLOW_ADMIN_PASSWORD, DPO_GPU_SLOTS, ...) come from
 # the environment, and from .env when there is one (.env.example lists them all).
 WITH_DOTENV := set -a; [ ! -f .env ] || . ./.env; set +a;
@@ -86,7 +97,7 @@ toy-trigger: toy  ## trigger the toy fine-tune through the REST API (starts the 
 api-stop: setup  ## stop services that `make toy-trigger` started in the background
 	@$(WITH_DOTENV) $(PY) -m dpo_lib services --stop
 
-# --- Containers: containers/, docker-compose.yaml (README, "Containers and deployment") ---
+# --- Containers: containers/, docker-compose.yaml (docs/containers.md) ---
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # The group owning the Docker socket, so the scheduler and worker (uid 50000) may use it.
 DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 999)
@@ -107,10 +118,10 @@ compose-down:  ## stop the stack; its volumes (database, staging, artifacts, mod
 	DOCKER_GID=$(DOCKER_GID) $(COMPOSE) down
 
 .env:
-	@echo "no .env: cp .env.example .env and set the secrets it lists (README, Containers and deployment)" >&2; exit 1
+	@echo "no .env: cp .env.example .env and set the secrets it lists (docs/containers.md)" >&2; exit 1
 
-test-docker: setup  ## the container tests: images, docker runner, kill, compose file (installs docker.io, starts dockerd)
-	$(PY) -m pytest -q tests/docker
+test-docker: setup provision  ## the container tests: images, docker runner, kill, compose file (starts dockerd)
+	$(PY) -m pytest -q tests/system/docker
 
 clean:  ## remove generated models, data, runs and the local Airflow home
 	rm -rf models data artifacts var .airflow .pytest_cache .ruff_cache

@@ -21,11 +21,11 @@ Every try has a time limit: train's ``DPO_TRAIN_TIMEOUT_H``, stage's and evaluat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from dpo_lib.dag.params import request_params
@@ -64,14 +64,15 @@ def task_options(task_id: str, settings: Settings) -> dict[str, Any]:
     return {**options[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
 
 
-def variable_values(variables: Mapping[str, str] | None, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The Airflow Variables standing in for request fields the run's conf leaves out."""
-    from airflow.sdk import Variable
-
+def variable_values(
+    variables: Mapping[str, str] | None, context: Mapping[str, Any], get: Callable[..., Any]
+) -> dict[str, Any]:
+    """The Airflow Variables (read with ``get``, ``Variable.get`` in a task) standing in for the
+    request fields the run's conf leaves out."""
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     values = {}
     for field, name in (variables or {}).items():
-        if field not in conf and (value := Variable.get(name, default=None)) is not None:
+        if field not in conf and (value := get(name, default=None)) is not None:
             values[field] = value
     return values
 
@@ -138,13 +139,13 @@ def build_finetune_dag(
             from dpo_lib.orchestration import tasks
 
             context = get_current_context()
-            request = {**dict(context["params"]), **variable_values(runtime_variables, context)}
+            request = {**dict(context["params"]), **variable_values(runtime_variables, context, Variable.get)}
             try:
                 return str(tasks.validate(request, dag_id=dag_id, run_id=context["run_id"]))
             except SpecError as exc:
                 raise AirflowFailException(str(exc)) from None
 
-        @task(**task_options("stage", settings))
+        @task(multiple_outputs=False, **task_options("stage", settings))
         def stage(spec_path: str) -> dict:
             """The dataset copied into the run's folder and validated there; a bad one fails here."""
             from dpo_lib.orchestration import tasks

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         run_dir = args.run_dir
         if not (run_dir / "config.json").exists():
-            print(f"error: {run_dir} holds no training run (no config.json)", file=sys.stderr)
+            print(f"error: {run_dir} holds no finished training run (no config.json)", file=sys.stderr)
             return 2
         # The run may have moved since training (another machine, another mount point): its
         # directory is the one given here, not the one recorded in its config.

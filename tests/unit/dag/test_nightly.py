@@ -103,19 +103,20 @@ def test_parsing_the_nightly_dag_asks_no_database(monkeypatch):
     assert module.nightly.schedule == "15 4 * * *"
 
 
-def test_at_run_time_validate_takes_the_dataset_from_the_variable_unless_the_conf_names_one(monkeypatch):
+def test_at_run_time_validate_takes_the_dataset_from_the_variable_unless_the_conf_names_one():
     from types import SimpleNamespace
-
-    from airflow.sdk import Variable
 
     from dpo_lib.dag.dag_factory import variable_values
 
     kept = {"dpo_nightly_dataset_uri": "gs://prefs-bucket/tonight.jsonl"}
-    monkeypatch.setattr(Variable, "get", lambda name, default=None: kept.get(name, default))
+
+    def get(name, default=None):
+        return kept.get(name, default)
+
     variables = {"dataset_uri": "dpo_nightly_dataset_uri"}
     scheduled = {"dag_run": SimpleNamespace(conf={})}
-    assert variable_values(variables, scheduled) == {"dataset_uri": "gs://prefs-bucket/tonight.jsonl"}
+    assert variable_values(variables, scheduled, get) == {"dataset_uri": "gs://prefs-bucket/tonight.jsonl"}
     by_hand = {"dag_run": SimpleNamespace(conf={"dataset_uri": "data/other.json"})}
-    assert variable_values(variables, by_hand) == {}
+    assert variable_values(variables, by_hand, get) == {}
     kept.clear()
-    assert variable_values(variables, scheduled) == {}  # unset: the Param's default stands
+    assert variable_values(variables, scheduled, get) == {}  # unset: the Param's default stands
