@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_lib.training.runner import train
 from safetensors.torch import load_file
 
 from dpo_lib.config import compose_config
 from dpo_lib.training.checkpoint import COMPLETE_MARKER, list_checkpoints
+from dpo_lib.training.recipe import train
 from tests.faults.processes import (
     Training,
     children_of,
