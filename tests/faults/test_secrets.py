@@ -1,8 +1,8 @@
 """Credentials planted in the environment (the Firebase service account, an Airflow Connection, tokens) appear
 nowhere a run writes or prints: not in the output of the train, evaluate and validate commands, not in the task
-functions' logs, not in the run plan (XCom), not in config.json, metrics.json or manifest.json, not in any
-file of the run. A request that tries to pull one into the training config (``${oc.env:...}``) gets the literal
-text instead. (Task logs, rendered templates and XComs in Airflow itself are checked with the services.)"""
+functions' logs, not in the run spec, config.json, metrics.json or manifest.json, not in any file of the run. A
+request that tries to pull one into the training config (``${oc.env:...}``) is refused without it being resolved.
+(Task logs, rendered templates and XComs in Airflow itself are checked with the services.)"""
 
 from __future__ import annotations
 
@@ -12,23 +12,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from dpo_lib.orchestration.request import RequestError
 
+from dpo_lib.dag.runners import command_args, local_command
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration import tasks
-from dpo_lib.orchestration.staging import check_dataset
 from dpo_lib.settings import Settings
+from dpo_lib.spec import RunSpec, SpecError
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
 
 pytestmark = pytest.mark.faults
 
 SECRETS = {**CREDENTIALS, "AIRFLOW__API_AUTH__JWT_SECRET": MARKER, "WANDB_API_KEY": MARKER}
-# Tries to interpolate the worker's environment into the training config, and so into config.json and the logs.
 CONF = {
     "dataset_uri": "data/prefs.json",
     "exp_name": "secrets",
     "overrides": {
-        "model.name": "${oc.env:FIREBASE_CREDENTIALS_JSON}",
         "max_steps": 2,
         "batch_size": 4,
         "checkpoint_every": 1,
@@ -63,7 +61,7 @@ def deployment(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def run_command(command: str, cwd: Path) -> str:
-    """The local runner's way: the planned command line through bash, in the work directory; stdout + stderr."""
+    """The local runner's way: the task's command line through bash, in the work directory; stdout + stderr."""
     proc = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
@@ -79,29 +77,41 @@ def files_holding_the_secret(*roots: Path) -> list[str]:
     )
 
 
-def test_planted_secrets_appear_in_no_output_file_log_or_plan_of_a_local_run(deployment, caplog, capsys):
+def test_planted_secrets_appear_in_no_output_file_log_or_spec_of_a_local_run(deployment, caplog, capsys):
     caplog.set_level("DEBUG")
-    plan = tasks.validate(CONF, dag_id="dpo_finetune", run_id="manual__secrets")
-    manifest = tasks.stage(plan)
+    spec_path = tasks.validate(CONF, dag_id="dpo_finetune", run_id="manual__secrets")  # validate's XCom
+    spec_text = spec_path.read_text()
+    spec = RunSpec.read(spec_path)
+    manifest = tasks.stage(spec_path)
     outputs = [
-        run_command(plan["train_command"], deployment.workdir),
-        run_command(plan["evaluate_command"], deployment.workdir),
-        run_command(f"{sys.executable} -m dpo_lib validate {plan['staged_path']} --json", deployment.workdir),
+        run_command(local_command(deployment.python, command_args("train", str(spec_path))), deployment.workdir),
+        run_command(local_command(deployment.python, command_args("evaluate", str(spec_path))), deployment.workdir),
+        run_command(f"{sys.executable} -m dpo_lib validate {spec.dataset_path} --json", deployment.workdir),
     ]
-    run_dir = Path(plan["run_dir"])
-    config = json.loads((run_dir / "config.json").read_text())
+    run_dir = spec.run_dir
     files = files_holding_the_secret(run_dir, deployment.staging_root)  # before cleanup removes staging
-    tasks.cleanup(plan)
+    tasks.cleanup(spec_path)
 
-    assert config["model"]["name"] == "${oc.env:FIREBASE_CREDENTIALS_JSON}"  # the literal text, not the secret
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["step"] == 2
+    assert (run_dir / "config.json").exists() and not spec_path.exists()
     assert files == []
-    assert MARKER not in json.dumps(plan) and MARKER not in json.dumps(manifest)
+    assert MARKER not in str(spec_path) and MARKER not in spec_text and MARKER not in json.dumps(manifest)
     for output in outputs:
         assert MARKER not in output
     assert MARKER not in caplog.text
     captured = capsys.readouterr()
     assert MARKER not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("key", ["trainer.attn_implementation", "model.name", "truncation_mode"])
+def test_a_request_pulling_the_environment_into_the_config_is_refused_unresolved(deployment, caplog, key):
+    caplog.set_level("DEBUG")
+    conf = {**CONF, "overrides": {**CONF["overrides"], key: "${oc.env:FIREBASE_CREDENTIALS_JSON}"}}
+    with pytest.raises(SpecError) as info:
+        tasks.validate(conf, dag_id="dpo_finetune", run_id="manual__interpolate")
+    assert [field for field, _ in info.value.problems] == [f"overrides.{key}"]
+    assert MARKER not in str(info.value) and MARKER not in caplog.text
+    assert not deployment.staging_root.exists() or not any(deployment.staging_root.rglob("*"))  # nothing written
 
 
 @pytest.mark.parametrize("source", ["FIREBASE_CREDENTIALS_JSON", "DPO_FIREBASE_CONN_ID"])
@@ -111,8 +121,10 @@ def test_a_rejected_credential_is_named_by_its_source_never_quoted(deployment, m
         monkeypatch.delenv("FIREBASE_CREDENTIALS_JSON")
         monkeypatch.setenv("DPO_FIREBASE_CONN_ID", "dpo_firebase")
 
-    with pytest.raises(RequestError) as info:
-        check_dataset("gs://dpo-faults-bucket/prefs.json", deployment)
+    conf = {**CONF, "dataset_uri": "gs://dpo-faults-bucket/prefs.json"}
+    spec_path = tasks.validate(conf, dag_id="dpo_finetune", run_id=f"manual__{source}")
+    with pytest.raises(SpecError) as info:  # the stage task fails at once: retrying cannot fix a bad key
+        tasks.stage(spec_path)
 
     assert source in str(info.value) and "invalid service-account key" in str(info.value)
     assert MARKER not in str(info.value) and MARKER not in caplog.text
