@@ -1,7 +1,7 @@
 """Kill a run's train task through Airflow, let Airflow's retry finish it, and compare with an uninterrupted run.
 
 Shared by the local runner's test (``tests/faults/test_airflow_retry_resume.py``) and the docker
-runner's (``tests/docker/test_docker_runner_run.py``): only how the trainer is found and killed differs.
+runner's (``tests/system/docker/test_docker_runner_run.py``): only how the trainer is found and killed differs.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_lib.orchestration.request import hydra_value
 from safetensors.torch import load_file
 
 from dpo_lib.settings import path_safe
+from dpo_lib.spec import SPEC_FILE, RunSpec
 from tests.faults.processes import newest_step
 from tests.support.airflow_services import RunningServices, state, tail
 
 DAG_ID = "dpo_finetune"
-# Airflow retries a failed train after this many seconds instead of 30-60 (dag_factory.retry_options).
+# Airflow retries a failed train after this many seconds instead of 30-60 (dag_factory.task_options).
 RETRY_ENV = {"DPO_TRAIN_RETRY_DELAY_S": "1"}
 MAX_STEPS = 30
 # A checkpoint every step, so the kill lands between two of them (or in the middle of one); logged
@@ -59,14 +59,27 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[],
         time.sleep(interval)
 
 
-def kill_mid_run(services: RunningServices, run_id: str, run_dir: Path, kill: Callable[[], None]) -> int:
-    """Once train has checkpointed ``KILL_AFTER_STEP`` steps, ``kill()`` it; returns the newest complete
-    checkpoint's step seen just before the kill (the retry must resume from it or a later one)."""
+def run_spec(services: RunningServices, run_id: str) -> RunSpec:
+    """The run's spec, read from the path validate returned (its XCom), while the run has it (cleanup removes it)."""
+    spec_path = services.api().xcom(DAG_ID, run_id, "validate")
+    assert spec_path == str(services.staging_root / DAG_ID / path_safe(run_id) / SPEC_FILE), spec_path
+    spec = RunSpec.read(spec_path)
+    assert spec.run_id == run_id and spec.path == Path(spec_path)
+    return spec
+
+
+def kill_mid_run(
+    services: RunningServices, run_id: str, run_dir: Path, kill: Callable[[RunSpec], None]
+) -> tuple[int, RunSpec]:
+    """Once train has checkpointed ``KILL_AFTER_STEP`` steps, ``kill(spec)`` it; returns the newest complete
+    checkpoint's step seen just before the kill (the retry must resume from it or a later one), and the run spec."""
     wait_until(lambda: newest_step(run_dir) >= KILL_AFTER_STEP, 600,
                lambda: "train never checkpointed\n" + describe(services, run_id), interval=0.02)  # fmt: skip
+    spec = run_spec(services, run_id)
+    assert spec.run_dir == run_dir
     before = newest_step(run_dir)
-    kill()
-    return before
+    kill(spec)
+    return before, spec
 
 
 def check_retry_resumed(services: RunningServices, run_id: str, run_dir: Path, before: int) -> tuple[str, str, int]:
@@ -95,27 +108,30 @@ def check_retry_resumed(services: RunningServices, run_id: str, run_dir: Path, b
     return first, second, step
 
 
-def uninterrupted_run(services: RunningServices, run_id: str, run_dir: Path, reference: Path) -> Path:
-    """The run's own training command (the plan's arguments), uninterrupted, in this process, into ``reference``.
+def uninterrupted_run(spec: RunSpec, services: RunningServices, reference: Path) -> Path:
+    """The run's own training config (its run spec's), uninterrupted, in this process, into ``reference``.
 
     Only what names files changes: the run folder, the staged dataset (removed by cleanup; the same bytes
     as the work folder's, checked by sha256 when staged) and the model folder (relative to the workdir);
     and it saves no checkpoint but the last (saving reads the state, never changes it), for speed.
     """
-    from dpo_lib.training.runner import train
+    from dpo_lib.training.recipe import train
 
-    from dpo_lib.config import compose_config
-
-    plan = services.api().xcom(DAG_ID, run_id, "validate")
-    moved = {
-        "run_dir": str(reference),
-        "datasets.from_uri.uri": str(services.work / "data" / "small.json"),
-        "model.name_or_path": str(services.work / "models" / "tiny"),
-        "checkpoint_every": MAX_STEPS,
-    }
-    args = [arg for arg in plan["train_args"][1:] if arg.split("=", 1)[0] not in moved]
-    assert len(args) == len(plan["train_args"]) - 4 and plan["run_dir"] == str(run_dir)  # run_dir, dataset, ckpt
-    train(compose_config([*args, *(f"{key}={hydra_value(value)}" for key, value in moved.items())]))
+    train_config = spec.train
+    dataset = train_config.datasets["from_uri"]
+    assert train_config.run_dir == str(spec.run_dir) and dataset.uri == spec.dataset_path
+    train(
+        train_config.model_copy(
+            update={
+                "run_dir": str(reference),
+                "datasets": {
+                    "from_uri": dataset.model_copy(update={"uri": str(services.work / "data" / "small.json")})
+                },
+                "model": train_config.model.model_copy(update={"name_or_path": str(services.work / "models" / "tiny")}),
+                "checkpoint_every": MAX_STEPS,
+            }
+        )
+    )
     return reference
 
 

@@ -63,9 +63,10 @@ def live_processes_mentioning(text: str) -> list[int]:
     return sorted(found)
 
 
-def trainers_of(run_dir: Path) -> list[int]:
-    """Live ``python -m dpo_lib train`` processes training into ``run_dir`` (bash execs a task's single command)."""
-    return [pid for pid in live_processes_mentioning(str(run_dir)) if "dpo_lib train" in command_line(pid)]
+def trainers_of(path: Path) -> list[int]:
+    """Live ``python -m dpo_lib train`` processes whose command names ``path``: a run's ``run_spec.json``
+    (``train --spec PATH``, as a task runs it: bash execs its single command) or its run folder (``run_dir=PATH``)."""
+    return [pid for pid in live_processes_mentioning(str(path)) if "dpo_lib train" in command_line(pid)]
 
 
 def children_of(pid: int) -> list[int]:

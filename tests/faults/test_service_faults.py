@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from dpo_lib.airflow_local.home import AirflowHome
 from dpo_lib.api.client import AirflowAPI
 from dpo_lib.settings import path_safe
+from dpo_lib.spec import SPEC_FILE
 from tests.faults.airflow_retry import describe
 from tests.faults.planted_secrets import CREDENTIALS, MARKER
 from tests.faults.processes import component_pid, newest_step, trainers_of, wait_for
@@ -46,16 +47,18 @@ DAG_ID = "dpo_finetune"
 GPU_SLOTS = 2
 # Runs through each of the REST API and the webhook in the load test (DPO_FAULTS_RUNS_PER_CHANNEL to change it).
 N_REST = N_WEBHOOK = int(os.environ.get("DPO_FAULTS_RUNS_PER_CHANNEL") or 20)
-TASKS = ("validate", "stage_dataset", "train", "evaluate", "cleanup")
+TASKS = ("validate", "stage", "train", "evaluate", "cleanup")
 RESUMED = re.compile(r"resuming from checkpoint (\S+)/step-(\d+) at step (\d+)")
 
 SECRETS = {**CREDENTIALS, "AIRFLOW_VAR_DPO_SECRET": MARKER}
 # A request that tries to pull them in: OmegaConf interpolation, and Jinja that would render if Airflow templated
-# what a request carries (it reaches the train task's bash_command through the plan's XCom).
+# what a request carries. No override takes free text, so it rides in the dataset's path (a folder of the work
+# folder, created by the load fixture): it reaches the run spec, the validate and stage logs and stage's XCom.
 PULLS_SECRETS = "${oc.env:FIREBASE_CREDENTIALS_JSON} {{ conn.dpo_firebase.password }} {{ var.value.dpo_secret }}"
+PULLING_DATASET = f"data/pulls {PULLS_SECRETS}/small.json"
 QUICK = {
     "max_steps": 1, "warmup_steps": 0, "batch_size": 4, "log_every": 1, "eval_every": 0, "checkpoint_every": 0,
-    "n_eval_examples": 4, "eval_batch_size": 4, "model.name": PULLS_SECRETS,
+    "n_eval_examples": 4, "eval_batch_size": 4,
 }  # fmt: skip
 # Runs long enough to be in flight across a restart, checkpointing every step: 100 steps outlast the scheduler's
 # kill (the check is that the next try resumes exactly where the killed one stopped), 200 the api-server's restart.
@@ -69,11 +72,11 @@ LONG = {
 def services(tmp_path_factory):
     root = tmp_path_factory.mktemp("service-faults")
     work = make_workdir(root / "work")
-    with postgres_server() as database:  # installs Debian's postgresql first if it is missing
+    with postgres_server() as database:  # Debian's postgresql, installed by tests/provision-host.sh
         extra = {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url,
             "DPO_GPU_SLOTS": str(GPU_SLOTS),
-            "DPO_TRAIN_RETRY_DELAY_S": "1",  # a failed train is retried at once (dag_factory.retry_options)
+            "DPO_TRAIN_RETRY_DELAY_S": "1",  # a failed train is retried at once (dag_factory.task_options)
             # The tasks a dead scheduler ran are reset by the next one once the dead one's heartbeat is
             # [scheduler] scheduler_health_check_threshold (30 s) old; it looks every 300 s by default.
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
@@ -282,9 +285,12 @@ def load(services) -> Load:
     for planted in (services.staging_root / DAG_ID / "not-a-run", services.artifacts_root / "load-rest" / "not-a-run"):
         planted.mkdir(parents=True, exist_ok=True)
         (planted / "keep.json").write_text("{}")
+    pulling = services.work / PULLING_DATASET
+    pulling.parent.mkdir(parents=True, exist_ok=True)
+    pulling.write_bytes((services.work / "data" / "small.json").read_bytes())
     api, token = services.api(), services.token()
-    rest_confs = [{"dataset_uri": "data/small.json", "exp_name": "load-rest", "overrides": QUICK}] * N_REST
-    hook_confs = [{"dataset_uri": "data/small.json", "exp_name": "load-hook", "overrides": QUICK}] * N_WEBHOOK
+    rest_confs = [{"dataset_uri": PULLING_DATASET, "exp_name": "load-rest", "overrides": QUICK}] * N_REST
+    hook_confs = [{"dataset_uri": PULLING_DATASET, "exp_name": "load-hook", "overrides": QUICK}] * N_WEBHOOK
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=N_REST + N_WEBHOOK) as pool:
         rest = [pool.submit(api.trigger, DAG_ID, conf) for conf in rest_confs]
@@ -318,16 +324,18 @@ def test_forty_runs_at_once_all_succeed_within_the_gpu_pool_each_in_its_own_fold
         intervals.append((train.start_date, train.end_date))
         durations.append((load.finals[run_id].end_date - load.finals[run_id].start_date).total_seconds())
 
-        # Its own staging folder and run folder, decided once by validate and used by every task.
-        plan = api.xcom(DAG_ID, run_id, "validate")
-        manifest = api.xcom(DAG_ID, run_id, "stage_dataset")
+        # Its own staging folder and run folder, decided once by validate (its spec) and used by every task.
+        exp_name = "load-rest" if run_id in load.rest else "load-hook"
         staging_dir = services.staging_root / DAG_ID / path_safe(run_id)
-        run_dir = services.artifacts_root / plan["request"]["exp_name"] / path_safe(run_id)
-        assert plan["staging_dir"] == str(staging_dir) and plan["run_dir"] == str(run_dir)
-        assert manifest["run_id"] == run_id and manifest["staged_path"] == plan["staged_path"]
-        assert Path(plan["staged_path"]).parent == staging_dir
-        config = json.loads((run_dir / "config.json").read_text())  # what the trainer itself read
-        assert config["run_dir"] == str(run_dir) and config["datasets"]["from_uri"]["uri"] == plan["staged_path"]
+        run_dir = services.artifacts_root / exp_name / path_safe(run_id)
+        assert api.xcom(DAG_ID, run_id, "validate") == str(staging_dir / SPEC_FILE)
+        manifest = api.xcom(DAG_ID, run_id, "stage")
+        assert manifest["run_id"] == run_id and manifest["dataset_uri"] == PULLING_DATASET
+        assert Path(manifest["staged_path"]).parent == staging_dir
+        config = json.loads((run_dir / "config.json").read_text())  # what the trainer itself read (the spec's)
+        assert config["exp_name"] == exp_name and config["run_dir"] == str(run_dir)
+        staged = config["datasets"]["from_uri"]
+        assert staged["uri"] == manifest["staged_path"] and staged["sha256"] == manifest["sha256"]
         assert json.loads((run_dir / "metrics.json").read_text())["train"]["step"] == QUICK["max_steps"]
         # Cleanup removed its own staging folder, and named no other.
         cleanup_log = api.task_log(DAG_ID, run_id, "cleanup", 1)
@@ -376,10 +384,12 @@ def failure_lines(log: str) -> str:
 # ---- restarts ---------------------------------------------------------------------------------------------------
 
 
-def start_long_run(services, exp_name: str, steps: int) -> tuple[str, Path]:
+def start_long_run(services, exp_name: str, steps: int) -> tuple[str, Path, Path]:
+    """The run's id, its run folder, and its run spec (which its trainer's command line names)."""
     conf = {"dataset_uri": "data/dataset.json", "exp_name": exp_name, "overrides": {**LONG, "max_steps": steps}}
     run_id = services.api().trigger(DAG_ID, conf).dag_run_id
-    return run_id, services.artifacts_root / exp_name / path_safe(run_id)
+    run_key = path_safe(run_id)
+    return run_id, services.artifacts_root / exp_name / run_key, services.staging_root / DAG_ID / run_key / SPEC_FILE
 
 
 def test_scheduler_killed_mid_training_the_trainer_stops_and_the_next_try_resumes_from_its_checkpoint(services):
@@ -391,17 +401,17 @@ def test_scheduler_killed_mid_training_the_trainer_stops_and_the_next_try_resume
     run the retry trains in the same folder at the same time, and the GPU pool is short of the GPU it still holds.
     """
     api, steps = services.api(), 100
-    run_id, run_dir = start_long_run(services, "scheduler-killed", steps)
+    run_id, run_dir, spec_path = start_long_run(services, "scheduler-killed", steps)
     wait_until(
         lambda: newest_step(run_dir) >= 2, 600, lambda: "train never checkpointed\n" + describe(services, run_id)
     )
-    assert len(trainers_of(run_dir)) == 1
+    assert len(trainers_of(spec_path)) == 1
     scheduler = component_pid(services.launcher_pid, "scheduler")
     os.kill(scheduler, signal.SIGKILL)
     killed = time.monotonic()
 
     # The trainer goes with the task process that started it (DPO_EXIT_WITH_PARENT, set by the local runner).
-    wait_until(lambda: not trainers_of(run_dir), 15, lambda: f"a trainer outlived its task: {trainers_of(run_dir)}")
+    wait_until(lambda: not trainers_of(spec_path), 15, lambda: f"a trainer outlived its task: {trainers_of(spec_path)}")
     trainer_gone_s = time.monotonic() - killed
     step_at_kill = newest_step(run_dir)
     wait_until(
@@ -434,7 +444,7 @@ def test_api_server_killed_mid_training_the_run_carries_on_and_old_tokens_still_
     """SIGKILL to the api-server (which also serves the execution API the tasks report to): the launcher starts
     it again; the running train task rides out the outage (its heartbeats are retried) and the run succeeds."""
     token, steps = services.token(), 200  # the token is issued before the restart
-    run_id, run_dir = start_long_run(services, "api-server-killed", steps)
+    run_id, run_dir, spec_path = start_long_run(services, "api-server-killed", steps)
     wait_until(
         lambda: newest_step(run_dir) >= 1, 600, lambda: "train never checkpointed\n" + describe(services, run_id)
     )
@@ -446,7 +456,7 @@ def test_api_server_killed_mid_training_the_run_carries_on_and_old_tokens_still_
         lambda: api_answers(services.url), 180, lambda: "the api-server did not come back\n" + tail(services.log)
     )
     outage_s = time.monotonic() - killed
-    still_training = bool(trainers_of(run_dir)) and newest_step(run_dir) < steps
+    still_training = bool(trainers_of(spec_path)) and newest_step(run_dir) < steps
     assert still_training, "train ended before the api-server was back: the test did not span the outage"
 
     api = AirflowAPI(services.url, token)  # the old token: every api-server signs with the same secret
@@ -484,22 +494,23 @@ def test_planted_secrets_appear_in_no_task_log_rendered_template_xcom_or_file(se
             fields = json.dumps(ti.rendered_fields, default=str)
             assert MARKER not in fields, (run_id, ti.task_id)
             rendered += bool(ti.rendered_fields)
-            literal += ti.task_id == "train" and "{{ conn.dpo_firebase.password }}" in fields  # the request's Jinja
+            if ti.task_id == "train":  # the command names the run spec; nothing of the request is templated into it
+                assert "--spec" in fields and "conn.dpo_firebase" not in fields, (run_id, fields[:1000])
             for try_number in range(1, (ti.try_number or 0) + 1):
                 assert MARKER not in api.task_log(DAG_ID, run_id, ti.task_id, try_number), (run_id, ti.task_id)
                 logs += 1
         for entry in xcom_api.get_xcom_entries(DAG_ID, run_id, "~", limit=100).xcom_entries:
             value = json.dumps(api.xcom(DAG_ID, run_id, entry.task_id, entry.key), default=str)
             assert MARKER not in value, (run_id, entry.task_id, entry.key)
-            if (entry.task_id, entry.key) == ("validate", "return_value") and run_id in load.finals:
-                assert "${oc.env:FIREBASE_CREDENTIALS_JSON}" in value  # the request's text, not the variable's value
+            if (entry.task_id, entry.key) == ("stage", "return_value") and run_id in load.finals:
+                literal += PULLS_SECRETS in json.loads(value)["dataset_uri"]  # the request's text, not the values
             xcoms += 1
     roots = (services.artifacts_root, services.staging_root, services.home / "logs")
     holding = [str(path) for path in files_under(*roots) if MARKER.encode() in path.read_bytes()]
     assert holding == []
     assert MARKER not in services.log.read_text(errors="replace")  # every component's own output
     assert logs >= 5 * len(run_ids) and xcoms >= 3 * len(load.finals)
-    assert literal == len(load.finals), literal  # as text, in each load run's rendered train bash_command
+    assert literal == len(load.finals), literal  # as text, in each load run's staging manifest
     assert rendered >= 5 * len(run_ids) - 5, rendered  # (cleanup, a teardown, may render nothing)
     print(f"\n{len(run_ids)} runs: {logs} task logs, {rendered} task instances' rendered fields, {xcoms} XComs, "
           f"{len(files_under(*roots))} files: no secret")  # fmt: skip
