@@ -53,7 +53,7 @@ demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (
 check: lint test-unit  ## the inner loop: ruff, then the unit tests (tests/unit: seconds each, no services)
 
 test-unit: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -n auto --dist loadfile tests/unit
 
 provision:  ## install the host packages the system and fault tests use (Debian; root): docker, postgres, redis
 	bash tests/provision-host.sh
