@@ -8,7 +8,7 @@ import pytest
 from docker.types import DeviceRequest
 
 from dpo_lib.dag.docker_runner import TrainerContainerOperator, device_requests, shm_bytes
-from dpo_lib.dag.runners import args_key, command_task
+from dpo_lib.dag.runners import command_args, local_command, spec_command_task
 from dpo_lib.orchestration.containers import DAG_LABEL, RUN_LABEL, TASK_LABEL, TRY_LABEL, remove_stray_containers
 from dpo_lib.settings import DockerSettings, Settings
 from tests.support.settings_under import settings_under
@@ -18,27 +18,49 @@ def make_settings(tmp_path, **docker) -> Settings:
     return settings_under(tmp_path, runner="docker", docker=DockerSettings(**docker))
 
 
+def command_task(command: str, settings: Settings, **operator_kwargs) -> TrainerContainerOperator:
+    """The operator the runner switch builds for ``command``, on the spec path validate returns (an XComArg)."""
+    from airflow.sdk import DAG, task
+
+    with DAG("runner_switch", schedule=None):
+
+        @task
+        def validate() -> str:
+            return "/staging/run_spec.json"
+
+        return spec_command_task(command, validate(), settings, **operator_kwargs).operator
+
+
 def mounts_by_target(operator) -> dict[str, dict]:
     return {m["Target"]: m for m in operator.mounts}
 
 
-def test_the_switch_builds_a_trainer_container_for_the_planned_arguments(tmp_path):
-    operator = command_task("train", "train_command", make_settings(tmp_path), pool="gpu", retries=2)
+def test_the_switch_builds_a_trainer_container_for_the_run_spec(tmp_path):
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    operator = command_task("train", make_settings(tmp_path), pool="gpu", retries=2)
     assert isinstance(operator, TrainerContainerOperator)
-    assert operator.command == "{{ ti.xcom_pull(task_ids='validate')['train_args'] }}"
+    verb, flag, spec_path = operator.command
+    assert (verb, flag) == ("train", "--spec") and isinstance(spec_path, XComArg)  # resolved when the task runs
+    assert spec_path.operator.task_id == "validate" and operator.upstream_task_ids == {"validate"}
+    assert operator.task_id == "train" and operator.xcom_all is False  # the summary line only, as locally
     assert operator.entrypoint is None  # the image's: python -m dpo_lib
     assert operator.image == "dpo-trainer:latest"
     assert operator.working_dir == str(tmp_path)
     assert operator.pool == "gpu" and operator.retries == 2  # DAG-level options pass through
 
 
-def test_rendered_arguments_become_the_container_command():
-    args = ["train", "model=tiny", "datasets.from_uri.uri='/s/it''s.json'", "lr=0.0001"]
-    assert TrainerContainerOperator.format_command(str(args)) == args
+def test_the_resolved_arguments_are_the_container_command_and_the_local_runners():
+    args = command_args("evaluate", "/s/it's a run/run_spec.json")
+    assert args == ["evaluate", "--spec", "/s/it's a run/run_spec.json"]
+    assert TrainerContainerOperator.format_command(args) == args  # one argument each, no shell between
+    assert local_command("/usr/bin/python3", args) == (
+        "/usr/bin/python3 -u -m dpo_lib evaluate --spec '/s/it'\"'\"'s a run/run_spec.json'"
+    )
 
 
 def test_staging_and_models_are_read_only_and_artifacts_read_write_at_the_same_paths(tmp_path):
-    mounts = mounts_by_target(command_task("train", "train_command", make_settings(tmp_path)))
+    mounts = mounts_by_target(command_task("train", make_settings(tmp_path)))
     assert set(mounts) == {str(tmp_path / "staging"), str(tmp_path / "artifacts"), str(tmp_path / "models")}
     assert mounts[str(tmp_path / "staging")]["ReadOnly"] is True
     assert mounts[str(tmp_path / "models")]["ReadOnly"] is True
@@ -51,7 +73,7 @@ def test_volume_sources_for_airflow_in_a_container(tmp_path):
     settings = make_settings(
         tmp_path, staging_source="dpo-staging", artifacts_source="dpo-artifacts", models_source="/srv/models"
     )
-    operator = command_task("train", "train_command", settings)
+    operator = command_task("train", settings)
     mounts = mounts_by_target(operator)
     assert mounts[str(tmp_path / "staging")]["Type"] == "volume"
     assert mounts[str(tmp_path / "staging")]["Source"] == "dpo-staging"
@@ -67,17 +89,17 @@ def test_volume_sources_for_airflow_in_a_container(tmp_path):
     [("all", -1, []), ("2", 2, []), ("device=0,3", 0, ["0", "3"])],
 )
 def test_gpus_are_device_requests(tmp_path, gpus, count, ids):
-    (request,) = command_task("train", "train_command", make_settings(tmp_path, gpus=gpus)).device_requests
+    (request,) = command_task("train", make_settings(tmp_path, gpus=gpus)).device_requests
     assert isinstance(request, DeviceRequest)
     assert request["Count"] == count and request["DeviceIDs"] == ids and request["Capabilities"] == [["gpu"]]
 
 
 def test_by_default_the_trainer_container_gets_every_gpu(tmp_path):
     """``docker run --gpus all``; FSDP without ``trainer.nproc`` then runs one process per GPU it sees
-    (``tests/training/test_launch.py``)."""
+    (``tests/unit/training/test_torchrun.py``)."""
     docker = DockerSettings.from_env({})
     assert docker.gpus == "all"
-    operator = command_task("train", "train_command", settings_under(tmp_path, runner="docker", docker=docker))
+    operator = command_task("train", settings_under(tmp_path, runner="docker", docker=docker))
     (request,) = operator.device_requests
     assert request["Count"] == -1 and request["DeviceIDs"] == [] and request["Capabilities"] == [["gpu"]]
 
@@ -95,7 +117,7 @@ def test_bad_gpu_and_shm_settings_are_refused():
 
 
 def test_shared_memory_auto_remove_and_tmp_dir(tmp_path):
-    operator = command_task("train", "train_command", make_settings(tmp_path, shm_size="16g", mount_tmp_dir=False))
+    operator = command_task("train", make_settings(tmp_path, shm_size="16g", mount_tmp_dir=False))
     assert operator.shm_size == 16 * 1024**3
     assert operator.auto_remove == "force"
     assert operator.mount_tmp_dir is False
@@ -103,13 +125,13 @@ def test_shared_memory_auto_remove_and_tmp_dir(tmp_path):
 
 
 def test_ulimits_for_nccl_are_opt_in(tmp_path):
-    operator = command_task("train", "train_command", make_settings(tmp_path, ulimits="memlock=-1, stack=67108864:-1"))
+    operator = command_task("train", make_settings(tmp_path, ulimits="memlock=-1, stack=67108864:-1"))
     assert [(u["Name"], u["Soft"], u["Hard"]) for u in operator.ulimits] == [
         ("memlock", -1, -1),
         ("stack", 67108864, -1),
     ]
     with pytest.raises(ValueError, match="DPO_DOCKER_ULIMITS"):
-        command_task("train", "train_command", make_settings(tmp_path, ulimits="memlock=lots"))
+        command_task("train", make_settings(tmp_path, ulimits="memlock=lots"))
 
 
 def test_mount_tmp_dir_is_off_when_airflow_runs_in_a_container(monkeypatch):
@@ -129,7 +151,7 @@ def test_settings_from_the_environment():
 
 
 def test_labels_secrets_and_folders_are_prepared_when_the_task_runs(tmp_path):
-    operator = command_task("train", "train_command", make_settings(tmp_path, secrets=("HF_TOKEN", "WANDB_API_KEY")))
+    operator = command_task("train", make_settings(tmp_path, secrets=("HF_TOKEN", "WANDB_API_KEY")))
     assert operator.labels is None and operator._private_environment == {}  # nothing decided at parse time
     ti = SimpleNamespace(
         dag_id="dpo_finetune", run_id="manual__2026-01-01T00:00:00+00:00", task_id="train", try_number=3
@@ -149,7 +171,7 @@ def test_labels_secrets_and_folders_are_prepared_when_the_task_runs(tmp_path):
 
 
 def test_on_kill_removes_the_container_at_once(tmp_path, monkeypatch):
-    operator = command_task("train", "train_command", make_settings(tmp_path))
+    operator = command_task("train", make_settings(tmp_path))
     calls = []
     fake_cli = SimpleNamespace(
         remove_container=lambda cid, force: calls.append(("remove", cid, force)),
@@ -161,14 +183,6 @@ def test_on_kill_removes_the_container_at_once(tmp_path, monkeypatch):
     operator.container = {"Id": "0123456789abcdef"}
     operator.on_kill()
     assert calls == [("remove", "0123456789abcdef", True)]  # no polite stop that outlasts the kill
-
-
-def test_plan_keys_map_to_argument_lists():
-    assert args_key("train_command") == "train_args"
-    assert args_key("evaluate_command") == "evaluate_args"
-    assert args_key("train_args") == "train_args"
-    with pytest.raises(ValueError):
-        args_key("staging_dir")
 
 
 def test_stray_containers_of_the_run_are_removed_by_label():

@@ -21,6 +21,7 @@ import pytest
 from dpo_lib.api.client import run_metrics
 from dpo_lib.orchestration.containers import RUN_LABEL, TASK_LABEL
 from dpo_lib.settings import path_safe
+from dpo_lib.spec import SPEC_FILE
 from tests.faults.airflow_retry import (
     RETRY_ENV,
     assert_same_result,
@@ -79,14 +80,15 @@ def test_the_toy_run_trains_and_evaluates_in_containers(stack, trainer_image):
 
     train_log = stack.api().task_log(DAG_ID, run_id, "train", 1)
     assert f"Starting docker container from image {trainer_image}" in train_log
-    assert "running `python -m dpo_lib train" in train_log
+    spec_path = stack.staging_root / DAG_ID / path_safe(run_id) / SPEC_FILE
+    assert f"running `python -m dpo_lib train --spec {spec_path}`" in train_log  # validate's XCom, resolved
     assert "saved the trained policy" in train_log  # the trainer's own log, streamed from the container
     assert "hf_not_a_real_token_but_secret" not in train_log  # passed as a private variable, never logged
     assert "secrets passed: HF_TOKEN" in train_log
 
     metrics_path = stack.artifacts_root / "docker" / path_safe(run_id) / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
-    assert metrics["train"]["step"] == 40 and "reference" in metrics["eval"]
+    assert metrics["train"]["step"] == 40 and "logps/accuracies" in metrics["eval"]["reference"]
     # Written through the mounted artifacts folder by the container's user, not by this process.
     assert str(metrics_path.stat().st_uid) == image_user(trainer_image).partition(":")[0]
     assert run_metrics(stack.api(), DAG_ID, run_id) == metrics  # evaluate's XCom: its last line, as locally
@@ -104,18 +106,20 @@ def test_a_killed_trainer_container_is_retried_by_airflow_and_resumes_from_its_n
                interval=0.5)  # fmt: skip
     (container,) = containers_with_labels(*labels)
     pid = int(docker("inspect", "--format", "{{.State.Pid}}", container).stdout)  # as this host numbers it
-    assert b"dpo_lib\0train" in Path(f"/proc/{pid}/cmdline").read_bytes()  # the trainer is the main process
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"dpo_lib\0train\0--spec\0" in command  # the trainer is the main process, on the run's spec
+    assert command.endswith(f"{stack.staging_root / DAG_ID / path_safe(run_id) / SPEC_FILE}\0".encode())
     assert 0 not in process_uids(pid)  # and runs as the image's user, not root
 
-    before = kill_mid_run(stack, run_id, run_dir, lambda: os.kill(pid, signal.SIGKILL))
+    before, spec = kill_mid_run(stack, run_id, run_dir, lambda spec: os.kill(pid, signal.SIGKILL))
     first, second, resumed_at = check_retry_resumed(stack, run_id, run_dir, before)
     assert "Docker container failed: {'Error': None, 'StatusCode': 137}" in first, first[-3000:]  # 128 + SIGKILL
     assert "Starting docker container" in second
     print(f"killed after step-{before} was checkpointed; the retry resumed at step {resumed_at}")
     assert containers_with_labels(f"{RUN_LABEL}={run_id}") == []
 
-    # The container's torch is the host's version (tests/docker/test_images.py), on the same CPU.
-    reference = uninterrupted_run(stack, run_id, run_dir, tmp_path / "uninterrupted")
+    # The container's torch is the host's version (tests/system/docker/test_images.py), on the same CPU.
+    reference = uninterrupted_run(spec, stack, tmp_path / "uninterrupted")
     assert_same_result(run_dir, reference, tolerance=1e-5)
 
 

@@ -73,7 +73,7 @@ def test_the_airflow_image_runs_airflow_3_3_with_the_dags_and_no_torch(airflow_i
 
 @pytest.mark.slow
 def test_the_airflow_image_runs_the_validate_and_stage_task_bodies(airflow_image, tmp_path):
-    """What the scheduler or worker container runs itself: plan, validate and stage a dataset."""
+    """What the scheduler or worker container runs itself: validate (the run spec), stage a dataset, clean up."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "dataset.json").write_text(
@@ -84,9 +84,9 @@ def test_the_airflow_image_runs_the_validate_and_stage_task_bodies(airflow_image
     (data / "dataset.json").chmod(0o644)
     code = (
         "from dpo_lib.orchestration import tasks; "
-        "plan = tasks.validate({'dataset_uri': 'data/dataset.json'}, dag_id='d', run_id='r'); "
-        "print(tasks.stage(plan)['record_count']); tasks.cleanup(plan)"
+        "spec = tasks.validate({'dataset_uri': 'data/dataset.json'}, dag_id='d', run_id='r'); "
+        "print(tasks.stage(spec)['record_count']); tasks.cleanup(spec); print(spec.exists())"
     )
     out = docker("run", "--rm", "-v", f"{data}:/opt/dpo/work/data:ro", "-e", "DPO_STAGING_ROOT=/tmp/staging",
                  "--entrypoint", "python", airflow_image, "-c", code)  # fmt: skip
-    assert out.stdout.strip().splitlines()[-1] == "2"
+    assert out.stdout.strip().splitlines()[-2:] == ["2", "False"]

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 
-from dpo_lib.dag.runners import command_task
+from dpo_lib.dag.docker_runner import docker_command_task
+from dpo_lib.dag.runners import command_args
 from dpo_lib.data.toy import make_toy_pairs
 from dpo_lib.orchestration.containers import RUN_LABEL, remove_stray_containers
 from dpo_lib.settings import DockerSettings
@@ -31,7 +32,7 @@ def operator(tmp_path, image: str, run_id: str, **kwargs):
         python="python3",
         docker=DockerSettings(image=image, gpus="none", shm_size="64m", mount_tmp_dir=False),
     )
-    op = command_task("train", "train_command", settings, **kwargs)
+    op = docker_command_task("train", command_args("train", str(tmp_path / "run_spec.json")), settings, **kwargs)
     context = {"ti": SimpleNamespace(dag_id="container-test", run_id=run_id, task_id="train", try_number=1)}
     return op, context
 
@@ -75,7 +76,7 @@ def test_the_trainer_container_runs_fsdp_over_two_processes_without_a_network(tm
     """``trainer=fsdp trainer.device=cpu trainer.nproc=2``: torchrun and two gloo processes in one container.
 
     Without a network (``DPO_DOCKER_NETWORK=none``) the container's host name resolves to nothing;
-    torchrun's rendezvous is on the loopback address (``launch.py``), so FSDP runs all the same.
+    torchrun's rendezvous is on the loopback address (``dpo_lib/training/torchrun.py``), so FSDP runs all the same.
     """
     job = tmp_path / "job"  # mounted at the same path; the container's user reads it and writes run/
     build_tiny_model(job / "tiny")
