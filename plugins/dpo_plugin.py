@@ -1,6 +1,6 @@
 """Airflow plugin ``dpo``: mounts the pipeline's FastAPI app at ``/dpo`` on the api-server.
 
-``GET /dpo/health`` and ``POST /dpo/trigger-finetune`` (the seed's webhook); see
+``GET /dpo/health`` and ``POST /dpo/trigger-finetune`` (the fine-tune webhook); see
 ``dpo_lib.api.webhook``. Plugins load in every Airflow component, so this file only
 builds the app: Airflow internals and the checks are imported when a request arrives.
 """

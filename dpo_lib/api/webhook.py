@@ -1,9 +1,8 @@
-"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the seed's webhook and health check.
+"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the fine-tune webhook and the health check.
 
-``POST /dpo/trigger-finetune`` keeps the seed's contract for existing callers: the body is
-the fine-tune request itself (``{"dataset_uri": ..., "exp_name": ..., "overrides": {...}}``)
-and the answer is 202 once the run is queued. What it adds is Airflow's security and
-bookkeeping:
+``POST /dpo/trigger-finetune``: the body is the fine-tune request itself (``{"dataset_uri": ...,
+"exp_name": ..., "overrides": {...}}``) and the answer is 202 once the run is queued, through
+Airflow's security and bookkeeping:
 
 1. **Authentication**: a bearer token issued by Airflow (``POST /auth/token``) and checked
    by Airflow's own auth manager; none, or an invalid or expired one, is a 401.

@@ -170,26 +170,3 @@ def sum_by_sequence(flat_logps: torch.Tensor, flat_targets: torch.Tensor, flat_s
     # Separate tensors, not views of one: FSDP hooks backward onto a module's outputs.
     chosen, rejected = sums[:half].clone(), sums[half:num_sequences].clone()
     return PairLogps(chosen, rejected, counts[:half].clone(), counts[half:num_sequences].clone())
-
-
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of log p(label_t | tokens_<t) per row of padded ``logits``, and the counted tokens.
-
-    Computed as ``logit[label] − logsumexp(logits)`` in fp32, which never builds a second
-    full-vocabulary tensor the way ``log_softmax`` then ``gather`` would.
-    """
-    logits = logits[:, :-1, :]
-    labels = labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    safe_labels = labels.masked_fill(~mask, 0)
-    picked = torch.gather(logits, 2, safe_labels.unsqueeze(-1)).squeeze(-1).float()
-    token_logps = picked - torch.logsumexp(logits.float(), dim=-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
-
-
-def concatenated_logps(model: torch.nn.Module, batch: dict[str, Any]) -> PairLogps:
-    """Log-probs of a padded batch straight from a Hugging Face causal LM's logits (the reference path)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logps, counts = sequence_logps(logits, batch["labels"])
-    half = logps.shape[0] // 2
-    return PairLogps(logps[:half], logps[half:], counts[:half], counts[half:])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpo_lib.data.tokenize import IGNORE_INDEX
-from dpo_lib.training.logps import concatenated_logps, sequence_logps
+from dpo_lib.training.logps import shift_targets, token_logps
 
 
 def reference_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], list[int]]:
@@ -25,6 +25,15 @@ def reference_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[fl
     return sums, counts
 
 
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int | None = None):
+    """The library's path on given logits: ``token_logps`` with an identity output head, summed per row."""
+    rows, length, vocab = logits.shape
+    targets = shift_targets(labels)
+    head = torch.eye(vocab, dtype=logits.dtype)
+    flat = token_logps(logits.reshape(-1, vocab), head, targets.flatten(), chunk)
+    return flat.reshape(rows, length).sum(-1), (targets != IGNORE_INDEX).sum(-1)
+
+
 def random_batch(rows: int = 4, length: int = 9, vocab: int = 13, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(rows, length, vocab, generator=gen) * 3
@@ -38,9 +47,10 @@ def random_batch(rows: int = 4, length: int = 9, vocab: int = 13, seed: int = 0)
     return logits, labels
 
 
-def test_sequence_logps_matches_log_softmax_gather_reference():
+@pytest.mark.parametrize("chunk", [None, 4], ids=["full-logits", "chunked"])
+def test_sequence_logps_matches_log_softmax_gather_reference(chunk):
     logits, labels = random_batch()
-    sums, counts = sequence_logps(logits, labels)
+    sums, counts = sequence_logps(logits, labels, chunk)
     expected_sums, expected_counts = reference_logps(logits, labels)
     assert counts.tolist() == expected_counts == [6, 5, 5, 0]
     assert sums.tolist() == pytest.approx(expected_sums, abs=1e-4)
@@ -77,28 +87,3 @@ def test_sequence_logps_is_differentiable():
     sequence_logps(logits, labels)[0].sum().backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert (logits.grad[3] == 0).all()  # nothing counted in row 3
-
-
-class FixedLogits(torch.nn.Module):
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, input_ids, attention_mask, use_cache):
-        assert input_ids.shape == attention_mask.shape == self.logits.shape[:2]
-        return type("Out", (), {"logits": self.logits})()
-
-
-def test_concatenated_logps_splits_rows_into_chosen_then_rejected():
-    logits, labels = random_batch()
-    batch = {
-        "input_ids": torch.zeros_like(labels),
-        "attention_mask": torch.ones_like(labels),
-        "labels": labels,
-    }
-    out = concatenated_logps(FixedLogits(logits), batch)
-    sums, counts = reference_logps(logits, labels)
-    assert out.chosen.tolist() == pytest.approx(sums[:2], abs=1e-4)
-    assert out.rejected.tolist() == pytest.approx(sums[2:], abs=1e-4)
-    assert out.chosen_tokens.tolist() == counts[:2]
-    assert out.rejected_tokens.tolist() == counts[2:]
