@@ -32,27 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll", type=float, default=3.0, help="seconds between state checks (default 3)")
 
 
+class ConfError(ValueError):
+    """``--conf`` is neither a JSON object nor a readable file holding one."""
+
+
 def read_conf(value: str) -> dict[str, Any]:
     """``value`` as JSON, or the JSON in the file it names."""
     text = value if value.lstrip().startswith("{") else _read_file(value)
     try:
         conf = json.loads(text)
     except ValueError as exc:
-        raise SystemExit(f"error: --conf is not valid JSON: {exc}") from None
+        raise ConfError(f"--conf is not valid JSON: {exc}") from None
     if not isinstance(conf, dict):
-        raise SystemExit("error: --conf must be a JSON object")
+        raise ConfError("--conf must be a JSON object")
     return conf
 
 
 def _read_file(path: str) -> str:
     try:
         return Path(path).read_text()
-    except OSError as exc:
-        raise SystemExit(f"error: --conf {path!r} is neither JSON nor a readable file ({exc.strerror})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfError(f"--conf {path!r} is neither JSON nor a readable file ({reason})") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    conf = read_conf(args.conf)
+    try:
+        conf = read_conf(args.conf)
+    except ConfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2  # refused before anything was asked of Airflow, like a bad request
     try:
         api = AirflowAPI.login()
         api.wait_for_dag(args.dag_id)
