@@ -1,9 +1,9 @@
 """A Docker daemon and the CPU trainer image for the container tests, set up from nothing.
 
-CI starts on a fresh machine with no registry: Debian's docker.io is installed if missing,
-dockerd is started if none answers (and stopped afterwards only then), and the trainer
-and Airflow images are built by ``containers/build-offline.sh`` from a debootstrapped base
-that is kept between runs.
+CI starts on a fresh machine with no registry: ``tests/provision-host.sh`` installs Debian's
+docker.io, debootstrap and python3-venv (checked here, never installed); dockerd is started if
+none answers (and stopped afterwards only then), and the trainer and Airflow images are built by
+``containers/build-offline.sh`` from a debootstrapped base that is kept between runs.
 """
 
 from __future__ import annotations
@@ -17,15 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.support.host import ensure_commands
+from tests.support.host import require_commands
 
 # docker.io runs the daemon; debootstrap builds the base; Debian's python3-venv resolves wheelhouses.
-PACKAGES = {
-    "dockerd": "docker.io",
-    "docker": "docker.io",
-    "debootstrap": "debootstrap",
-    "/usr/lib/python3.11/ensurepip": "python3-venv",
-}
+COMMANDS = ("dockerd", "docker", "debootstrap", "/usr/lib/python3.*/ensurepip/__init__.py")
 TRAINER_IMAGE = "dpo-trainer:cpu-test"
 AIRFLOW_IMAGE = "dpo-airflow:offline-test"
 DOCKERD_PIDFILE = Path("/var/run/docker.pid")
@@ -49,7 +44,7 @@ def daemon_answers() -> bool:
 @contextlib.contextmanager
 def docker_daemon(log_file: Path) -> Iterator[None]:
     """A Docker daemon for the duration; started (and then stopped) here only if none answers."""
-    ensure_commands(PACKAGES)
+    require_commands(*COMMANDS)
     if daemon_answers():
         yield
         return

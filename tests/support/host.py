@@ -1,44 +1,46 @@
-"""Install Debian packages a test needs (docker.io, redis-server, postgresql, ...) when missing.
+"""The host programs the system and fault tests run (dockerd, postgres, redis-server, ...), checked, never installed.
 
-The container and distributed-run tests exercise real daemons, and CI starts from a fresh
-machine, so the tests install what they use, as ``make test`` promises. This needs root and
-Debian's apt mirror; anything else is a clear failure, never a skip.
+``tests/provision-host.sh`` installs them (``make test`` runs it before pytest; it needs root and
+Debian's apt mirror). A fixture calls :func:`require_commands` first, so a machine that was not
+provisioned fails at once with the script to run, never with a confusing error later, and never
+with a skip.
 """
 
 from __future__ import annotations
 
-import os
+import glob
 import shutil
-import subprocess
 from pathlib import Path
 
-_updated = False
+PROVISION_SCRIPT = Path(__file__).resolve().parents[1] / "provision-host.sh"
 
 
-def ensure_commands(packages: dict[str, str]) -> None:
-    """Install the package behind every command that is not on PATH (``{"dockerd": "docker.io"}``).
-
-    A command may be an absolute path (``/usr/lib/postgresql/15/bin/postgres``) for programs
-    that Debian keeps off PATH.
-    """
-    missing = sorted({package for command, package in packages.items() if not _found(command)})
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError(f"these tests need {', '.join(missing)}; install them (apt-get install) or run as root")
-    global _updated
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _updated:
-        _run(["apt-get", "update", "-q"], env)
-        _updated = True
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env)
+class HostNotProvisioned(RuntimeError):
+    """A command the tests need is missing from this machine."""
 
 
-def _found(command: str) -> bool:
-    return Path(command).exists() if command.startswith("/") else shutil.which(command) is not None
+def provisioned_commands() -> dict[str, str]:
+    """``{command: Debian package}`` from the script's own table (between ``: <<'TABLE'`` and ``TABLE``)."""
+    text = PROVISION_SCRIPT.read_text()
+    table = text.split(": <<'TABLE'\n", 1)[1].split("\nTABLE\n", 1)[0]
+    return {line.split()[0]: line.split()[1] for line in table.splitlines() if line.strip()}
 
 
-def _run(args: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+def require_commands(*commands: str) -> None:
+    """Fail naming the provisioning script unless every one of ``commands`` (as the script's table names
+    them: a program on PATH, or an absolute path that may hold a glob) is on this machine."""
+    known = provisioned_commands()
+    unknown = [command for command in commands if command not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not in {PROVISION_SCRIPT.name}'s table; add them there")
+    missing = [command for command in commands if not found(command)]
+    if missing:
+        packages = sorted({known[command] for command in missing})
+        raise HostNotProvisioned(
+            f"this machine lacks {', '.join(missing)} (Debian: {', '.join(packages)}); "
+            f"provision it first, as `make test` does: sudo {PROVISION_SCRIPT}"
+        )
+
+
+def found(command: str) -> bool:
+    return bool(glob.glob(command)) if command.startswith("/") else shutil.which(command) is not None

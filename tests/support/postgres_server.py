@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server on loopback for tests (Debian's packages, installed if missing).
+"""A throwaway PostgreSQL server on loopback for tests (Debian's postgresql, from ``tests/provision-host.sh``).
 
 ``with postgres_server() as pg: pg.url`` gives a SQLAlchemy URL of a fresh ``airflow``
 database owned by a password-authenticated role, on a free port of 127.0.0.1. The cluster
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.host import ensure_commands
+from tests.support.host import require_commands
 from tests.support.storage_emulator import free_port
 
 START_TIMEOUT_S = 60.0
@@ -53,12 +53,8 @@ class Postgres:
 
 def postgres_bindir() -> Path:
     """Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin."""
+    require_commands("/usr/lib/postgresql/*/bin/postgres", "/usr/lib/postgresql/*/bin/initdb")
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[4]))
-    if not found:
-        ensure_commands({"/usr/lib/postgresql": "postgresql"})
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[4]))
-    if not found:
-        raise RuntimeError("PostgreSQL's server binaries are not under /usr/lib/postgresql/*/bin")
     return Path(found[-1]).parent
 
 

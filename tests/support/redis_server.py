@@ -1,4 +1,4 @@
-"""A throwaway Redis on loopback for tests (Debian's redis-server, installed if missing)."""
+"""A throwaway Redis on loopback for tests (Debian's redis-server, from ``tests/provision-host.sh``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.host import ensure_commands
+from tests.support.host import require_commands
 from tests.support.storage_emulator import free_port
 
 START_TIMEOUT_S = 30.0
@@ -19,7 +19,7 @@ START_TIMEOUT_S = 30.0
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yield ``redis://127.0.0.1:<port>/0`` of a fresh server without persistence; stop it afterwards."""
-    ensure_commands({"redis-server": "redis-server"})
+    require_commands("redis-server")
     import redis
 
     root = Path(tempfile.mkdtemp(prefix="dpo-test-redis-"))

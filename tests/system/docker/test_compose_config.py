@@ -11,7 +11,7 @@ import yaml
 
 from dpo_lib.airflow_local import services
 from tests.conftest import REPO
-from tests.support.host import ensure_commands
+from tests.support.host import require_commands
 
 SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
            "AIRFLOW_FERNET_KEY")  # fmt: skip
@@ -21,7 +21,7 @@ AIRFLOW_SERVICES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-proc
 def compose_config(
     *options: str, config_args: tuple[str, ...] = (), secrets: bool = True
 ) -> subprocess.CompletedProcess:
-    ensure_commands({"docker-compose": "docker-compose"})
+    require_commands("docker-compose")
     # Only this file's variables: none from the caller's shell (nor a developer's .env).
     env = {key: value for key, value in os.environ.items() if not re.match(r"^(AIRFLOW|DPO|DOCKER|COMPOSE)_", key)}
     if secrets:
@@ -33,7 +33,7 @@ def compose_config(
     )  # fmt: skip
 
 
-needs_compose = pytest.mark.slow  # installs Debian's docker-compose when missing
+needs_compose = pytest.mark.slow  # Debian's docker-compose, from tests/provision-host.sh
 
 
 @pytest.fixture(scope="module")
