@@ -35,6 +35,7 @@ from dpo_lib.settings import PROJECT_DIR, Settings, SettingsError
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_PATH = "/api/v2/monitor/health"
+DPO_HEALTH_PATH = "/dpo/health"  # the plugin's: 200 only once a trigger would be accepted
 STOP_GRACE_S = 30.0
 DEFAULT_START_TIMEOUT_S = 240.0
 MAX_RESTARTS = 3
@@ -42,6 +43,8 @@ MAX_RESTARTS = 3
 # Local-development defaults, each overridable through its AIRFLOW__SECTION__KEY variable.
 TUNABLE_DEFAULTS = {
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    # LocalExecutor starts this many workers (Airflow's default, 32, is for a server): one per core.
+    "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
     # A new DAG file shows up within seconds rather than the default five minutes.
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
@@ -296,8 +299,24 @@ def unhealthy_components(answer: dict | None) -> list[str]:
     return [name for name in names if (answer.get(name) or {}).get("status") != "healthy"]
 
 
+def dags_ready(url: str, timeout: float = 5.0) -> bool:
+    """Whether ``/dpo/health`` says both DAGs are registered and unpaused: a trigger would be accepted."""
+    try:
+        with urllib.request.urlopen(url + DPO_HEALTH_PATH, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503 names what is not healthy; storage may be, without mattering here
+        try:
+            answer = json.loads(exc.read())
+        except ValueError:
+            return False
+    except (OSError, ValueError):
+        return False
+    return (answer.get("components", {}).get("dags") or {}).get("status") == "healthy"
+
+
 def wait_healthy(config: ServiceConfig, group: ServiceGroup | None = None, *, timeout_s: float | None = None) -> None:
-    """Block until every component reports healthy; :class:`ServicesError` if one dies or time runs out."""
+    """Block until every component reports healthy and both DAGs would accept a trigger;
+    :class:`ServicesError` if a component dies or time runs out."""
     timeout_s = config.start_timeout_s if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     missing = ["api-server"]
@@ -305,10 +324,11 @@ def wait_healthy(config: ServiceConfig, group: ServiceGroup | None = None, *, ti
         if group is not None and (dead := group.exited()):
             raise ServicesError(f"{', '.join(f'{n} (exit {c})' for n, c in dead.items())} stopped while starting")
         missing = unhealthy_components(health(config.local_url))
-        if not missing:
+        if not missing and dags_ready(config.local_url):
             return
+        missing = missing or ["the DAGs (not yet registered and unpaused)"]
         time.sleep(1.0)
-    raise ServicesError(f"not healthy after {timeout_s:.0f}s: {', '.join(missing)}")
+    raise ServicesError(f"not ready after {timeout_s:.0f}s: {', '.join(missing)}")
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -8,6 +8,8 @@ Checked on every call, each with a short timeout:
 * ``metadatabase``: Airflow's metadata database answers;
 * ``scheduler``: the newest scheduler job heartbeat is recent (Airflow's own criterion,
   ``[scheduler] scheduler_health_check_threshold``);
+* ``dags``: ``dpo_finetune`` and ``dpo_nightly`` are registered, unpaused and free of import
+  errors, so a trigger would be accepted and run (a fresh Airflow needs a few seconds to parse them);
 * ``storage``: the configured storage backend answers: ``DPO_STORAGE_URI`` when set
   (``gs://bucket/prefix`` is probed with one metadata request), else the local storage root;
 * ``docker``: the Docker daemon answers a ping, only when ``DPO_RUNNER=docker``.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dpo_lib.orchestration.names import FINETUNE_DAG_ID, NIGHTLY_DAG_ID
 from dpo_lib.settings import Settings, StorageSettings
 
 HEALTHY, UNHEALTHY = "healthy", "unhealthy"
@@ -59,6 +62,25 @@ def check_airflow() -> list[Check]:
             {"latest_heartbeat": scheduler.get("latest_scheduler_heartbeat")},
         ),
     ]
+
+
+def check_dags(dag_ids: tuple[str, ...] = (FINETUNE_DAG_ID, NIGHTLY_DAG_ID)) -> Check:
+    """Each DAG is registered by the dag-processor, unpaused and free of import errors."""
+    from airflow.models.dag import DagModel
+
+    problems = {}
+    try:
+        for dag_id in dag_ids:
+            model = DagModel.get_current(dag_id)
+            if model is None:
+                problems[dag_id] = "not registered yet (the dag-processor has not parsed it)"
+            elif model.has_import_errors:
+                problems[dag_id] = "has import errors"
+            elif model.is_paused:
+                problems[dag_id] = "is paused"
+    except Exception as exc:  # the database, most likely; the metadatabase check names it
+        return Check("dags", False, {"error": _short(exc)})
+    return Check("dags", not problems, {"problems": problems} if problems else {"dags": list(dag_ids)})
 
 
 def check_storage(settings: Settings, storage_uri: str | None, timeout: float) -> Check:
@@ -114,12 +136,15 @@ def check_docker(settings: Settings, timeout: float) -> Check:
 
 
 def run_checks(
-    env: Mapping[str, str] | None = None, *, airflow: Callable[[], list[Check]] = check_airflow
+    env: Mapping[str, str] | None = None,
+    *,
+    airflow: Callable[[], list[Check]] = check_airflow,
+    dags: Callable[[], Check] = check_dags,
 ) -> list[Check]:
     """Every check that applies to this deployment."""
     settings = Settings.from_env(env)
     timeout = settings.health_timeout_s
-    checks = [*airflow(), check_storage(settings, StorageSettings.from_env(env).health_uri, timeout)]
+    checks = [*airflow(), dags(), check_storage(settings, StorageSettings.from_env(env).health_uri, timeout)]
     if settings.runner == "docker":
         checks.append(check_docker(settings, timeout))
     return checks

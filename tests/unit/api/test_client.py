@@ -9,7 +9,7 @@ import pytest
 
 from dpo_lib.airflow_local.home import AirflowHome
 from dpo_lib.api.client import Credentials, render_log
-from dpo_lib.api.trigger_cli import read_conf
+from dpo_lib.api.trigger_cli import ConfError, read_conf
 from dpo_lib.orchestration.names import new_run_id
 
 
@@ -34,7 +34,7 @@ def test_trigger_conf_is_json_or_a_file(tmp_path):
     path.write_text('{"exp_name": "b"}')
     assert read_conf(str(path)) == {"exp_name": "b"}
     for bad in ("[1, 2]", str(tmp_path / "missing.json"), "{nope"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(ConfError):
             read_conf(bad)
 
 

@@ -20,15 +20,19 @@ def healthy_airflow():
     return [health.Check("metadatabase", True), health.Check("scheduler", True, {"latest_heartbeat": "now"})]
 
 
+def registered_dags():
+    return health.Check("dags", True)
+
+
 def test_health_is_200_when_all_checks_pass_and_503_naming_the_others(tmp_path):
     env = {"DPO_WORKDIR": str(tmp_path)}
-    status, body = health.report(health.run_checks(env, airflow=healthy_airflow))
+    status, body = health.report(health.run_checks(env, airflow=healthy_airflow, dags=registered_dags))
     assert status == 200 and body["unhealthy"] == []
     assert body["components"]["storage"] == {"status": "healthy", "backend": "local", "uri": str(tmp_path)}
     assert "docker" not in body["components"]  # the local runner needs no Docker
 
     status, body = health.report(
-        health.run_checks({**env, "DPO_STORAGE_URI": str(tmp_path / "gone")}, airflow=healthy_airflow)
+        health.run_checks({**env, "DPO_STORAGE_URI": str(tmp_path / "gone")}, airflow=healthy_airflow, dags=registered_dags)
     )
     assert status == 503 and body["unhealthy"] == ["storage"]
     assert "is not a directory" in body["components"]["storage"]["error"]
@@ -41,7 +45,7 @@ def test_docker_is_checked_only_with_the_docker_runner(tmp_path):
         "DPO_DOCKER_URL": "tcp://127.0.0.1:9",  # nothing listens on the discard port
         "DPO_HEALTH_TIMEOUT_S": "1",
     }
-    status, body = health.report(health.run_checks(env, airflow=healthy_airflow))
+    status, body = health.report(health.run_checks(env, airflow=healthy_airflow, dags=registered_dags))
     assert status == 503 and body["unhealthy"] == ["docker"]
     assert body["components"]["docker"]["url"] == "tcp://127.0.0.1:9"
 
@@ -50,7 +54,7 @@ def test_health_reads_the_deployments_environment_by_default(tmp_path, monkeypat
     monkeypatch.setenv("DPO_WORKDIR", str(tmp_path))
     for name in ("DPO_LOCAL_STORAGE_ROOT", "DPO_STORAGE_URI", "DPO_RUNNER"):
         monkeypatch.delenv(name, raising=False)
-    status, body = health.report(health.run_checks(airflow=healthy_airflow))
+    status, body = health.report(health.run_checks(airflow=healthy_airflow, dags=registered_dags))
     assert status == 200 and body["components"]["storage"]["uri"] == str(tmp_path)
 
 
@@ -97,3 +101,26 @@ def test_webhook_triggers_in_the_same_microsecond_get_different_run_ids(monkeypa
     assert len(set(triggered)) == 2 and all(
         run_id.startswith("manual__2026-01-01T00:00:00+00:00_") for run_id in triggered
     )
+
+
+def test_the_dags_are_healthy_only_once_registered_unpaused_and_importable(monkeypatch):
+    """/dpo/health answers 200 only when a trigger would be accepted and run."""
+    from types import SimpleNamespace
+
+    from airflow.models.dag import DagModel
+
+    models = {
+        "dpo_finetune": SimpleNamespace(has_import_errors=False, is_paused=False),
+        "dpo_nightly": SimpleNamespace(has_import_errors=False, is_paused=False),
+    }
+    monkeypatch.setattr(DagModel, "get_current", staticmethod(lambda dag_id: models.get(dag_id)))
+    assert health.check_dags().healthy
+    del models["dpo_nightly"]
+    check = health.check_dags()
+    assert not check.healthy and "not registered yet" in check.details["problems"]["dpo_nightly"]
+    models["dpo_nightly"] = SimpleNamespace(has_import_errors=False, is_paused=True)
+    assert health.check_dags().details["problems"] == {"dpo_nightly": "is paused"}
+    models["dpo_finetune"] = SimpleNamespace(has_import_errors=True, is_paused=False)
+    assert health.check_dags().details["problems"]["dpo_finetune"] == "has import errors"
+    status, body = health.report([*healthy_airflow(), health.check_dags()])
+    assert status == 503 and body["unhealthy"] == ["dags"]
