@@ -9,6 +9,7 @@ the chosen presets: they never choose a preset (``loss.name``) or reach Hydra's 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class ConfigError(SpecError):
 
 
 CHOSEN_BY_PRESET = {f"{group}.name" for group in ("model", "loss", "trainer")}
+# Hydra keeps its state in a process-wide singleton (GlobalHydra): two compositions at once (the webhook
+# resolves requests in the api-server's thread pool) fail with "GlobalHydra is already initialized".
+_HYDRA = threading.Lock()
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None) -> TrainConfig:
@@ -93,7 +97,7 @@ def compose_presets(groups: Sequence[str], config_dir: Path | None = None) -> di
 
     directory = Path(config_dir or default_config_dir()).resolve()
     try:
-        with initialize_config_dir(config_dir=str(directory), version_base=None):
+        with _HYDRA, initialize_config_dir(config_dir=str(directory), version_base=None):
             cfg = compose(config_name="config", overrides=list(groups))
         composed = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as exc:

@@ -16,6 +16,16 @@ def test_a_refused_body_names_each_field_at_once():
     assert webhook._problems([1]) == [("(request)", "the request must be a JSON object, not list")]
 
 
+def test_requests_checked_at_once_in_the_servers_threads_are_each_answered():
+    """The api-server runs ``_problems`` in its thread pool; composing configs must not trip over each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = {"dataset_uri": "d.json", "exp_name": "at-once", "overrides": {"max_steps": 1}}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: webhook._problems(conf), range(12)))
+    assert answers == [[]] * 12
+
+
 def healthy_airflow():
     return [health.Check("metadatabase", True), health.Check("scheduler", True, {"latest_heartbeat": "now"})]
 
@@ -32,7 +42,9 @@ def test_health_is_200_when_all_checks_pass_and_503_naming_the_others(tmp_path):
     assert "docker" not in body["components"]  # the local runner needs no Docker
 
     status, body = health.report(
-        health.run_checks({**env, "DPO_STORAGE_URI": str(tmp_path / "gone")}, airflow=healthy_airflow, dags=registered_dags)
+        health.run_checks(
+            {**env, "DPO_STORAGE_URI": str(tmp_path / "gone")}, airflow=healthy_airflow, dags=registered_dags
+        )
     )
     assert status == 503 and body["unhealthy"] == ["storage"]
     assert "is not a directory" in body["components"]["storage"]["error"]
