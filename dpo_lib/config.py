@@ -27,7 +27,7 @@ class ConfigError(SpecError):
         super().__init__(problems, title="invalid config")
 
 
-CHOSEN_BY_PRESET = {f"{group}.name" for group in ("model", "loss", "trainer")}
+CHOSEN_BY_PRESET = {f"{group}.name" for group in ("model", "loss", "trainer", "adapter")}
 # Hydra keeps its state in a process-wide singleton (GlobalHydra): two compositions at once (the webhook
 # resolves requests in the api-server's thread pool) fail with "GlobalHydra is already initialized".
 _HYDRA = threading.Lock()

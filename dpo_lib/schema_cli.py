@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from dpo_lib.settings import PROJECT_DIR, VARIABLES
 from dpo_lib.spec import (
+    ADAPTER_CONFIGS,
     LOSS_CONFIGS,
     TRAINER_CONFIGS,
     FinetuneRequest,
@@ -49,7 +50,7 @@ def request_table() -> str:
     rows = [("field", "default", "meaning")]
     for name, field in FinetuneRequest.model_fields.items():
         meaning = field.description or ""
-        if name in ("model", "loss", "trainer"):
+        if name in ("model", "loss", "trainer", "adapter"):
             meaning += f" (presets: {', '.join(config_options(name))})"
         rows.append((f"`{name}`", _default(field), meaning))
     return _markdown(rows)
@@ -58,12 +59,13 @@ def request_table() -> str:
 def config_table() -> str:
     rows = [("key", "default", "bounds", "meaning")]
     for name, field in TrainConfig.model_fields.items():
-        if name in ("model", "loss", "trainer", "datasets"):
+        if name in ("model", "loss", "trainer", "adapter", "datasets"):
             continue
         rows.append((f"`{name}`", _default(field), _bounds(field), field.description or ""))
     rows += _group_rows("model", [TrainConfig.model_fields["model"].annotation])
     rows += _group_rows("loss", LOSS_CONFIGS)
     rows += _group_rows("trainer", TRAINER_CONFIGS)
+    rows += _group_rows("adapter", ADAPTER_CONFIGS)
     dataset_type = get_args(TrainConfig.model_fields["datasets"].annotation)[1]
     rows += _group_rows("datasets.<name>", [dataset_type])
     return _markdown(rows)

@@ -35,7 +35,7 @@ OVERRIDE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 MAX_URI_CHARS = 2048
 MAX_OVERRIDES = 64
 MAX_OVERRIDE_VALUE_CHARS = 1024
-GROUPS = ("model", "loss", "trainer", "datasets")  # config groups: folders of configs/
+GROUPS = ("model", "loss", "trainer", "adapter", "datasets")  # config groups: folders of configs/
 
 
 MAX_PROBLEMS, MAX_REASON = 50, 300  # what a refusal lists, and how long each reason may be
@@ -227,6 +227,39 @@ TRAINER_CONFIGS: tuple[type[Contract], ...] = (BasicTrainerConfig, FSDPTrainerCo
 MULTI_PROCESS_TRAINERS = ("fsdp", "tensor_parallel")
 
 
+class NoAdapterConfig(Contract):
+    """Full fine-tuning: every weight of the policy trains."""
+
+    name: Literal["none"] = "none"
+
+
+class LoRAConfig(Contract):
+    """LoRA (Hu et al., 2021) through peft: low-rank adapters on the target layers train, the base stays frozen.
+
+    The base weights are held once: the reference is the policy with its adapters switched off.
+    """
+
+    name: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, le=4096, description="rank of each adapter")
+    alpha: int = Field(32, ge=1, le=1_000_000, description="scale: an adapter's output is multiplied by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on each adapter's input")
+    target_modules: (
+        Literal["all-linear"]
+        | Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]], Field(min_length=1, max_length=64)]
+    ) = Field(
+        "all-linear",
+        description="the linear layers that get adapters: all-linear (every linear layer of the decoder, not "
+        "the output head) or module names, e.g. [q_proj, v_proj]",
+    )
+    merge: bool = Field(
+        False, description="final/ holds the base with the adapters merged in (a full model), not the adapter folder"
+    )
+
+
+AdapterConfig = Annotated[NoAdapterConfig | LoRAConfig, Field(discriminator="name")]
+ADAPTER_CONFIGS: tuple[type[Contract], ...] = (NoAdapterConfig, LoRAConfig)
+
+
 class TrainConfig(Contract):
     """A training run: model, loss, trainer, data, and the optimisation and bookkeeping knobs."""
 
@@ -239,6 +272,7 @@ class TrainConfig(Contract):
     model: ModelConfig
     loss: LossConfig = Field(default_factory=DPOLossConfig)
     trainer: TrainerConfig = Field(default_factory=BasicTrainerConfig)
+    adapter: AdapterConfig = Field(default_factory=NoAdapterConfig)
     datasets: dict[Name, DatasetConfig] = Field(min_length=1, max_length=64)
 
     batch_size: int = Field(8, ge=1, le=4096, description="preference pairs per forward pass")
@@ -279,6 +313,15 @@ class TrainConfig(Contract):
         max_length = info.data.get("max_length")
         if max_length is not None and value >= max_length:
             raise ValueError(f"{value} must be smaller than max_length ({max_length}) to leave room for the completion")
+        return value
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_fits_the_trainer(cls, value: NoAdapterConfig | LoRAConfig, info: ValidationInfo):
+        trainer = info.data.get("trainer")
+        if value.name != "none" and trainer is not None and trainer.name == "tensor_parallel":
+            raise ValueError(f"adapter={value.name} does not work with trainer=tensor_parallel; "
+                             "use trainer=fsdp or trainer=basic, or adapter=none")  # fmt: skip
         return value
 
     @property
@@ -346,6 +389,12 @@ class FinetuneRequest(Contract):
         "basic",
         description="basic: one process, one device; fsdp: FSDP2 over every visible GPU; "
         "tensor_parallel: tensor parallel over every visible GPU",
+    )
+    adapter: Annotated[str, _group_option("adapter")] = Field(
+        "none",
+        description="none: every weight of the model trains; lora: LoRA adapters train on the frozen base, "
+        "held once (the reference is the base: the adapters switched off); final/ holds the adapter folder, "
+        "or with adapter.merge the merged model",
     )
     exp_name: Name = Field(
         "dpo", title="Experiment name", description="names the run's artifact folder: letters, digits, '.', '_' and '-'"
@@ -471,7 +520,7 @@ def config_options(group: str, config_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir or default_config_dir()) / group).glob("*.yaml"))
 
 
-_UNION_FIELDS = {"loss", "trainer"}  # pydantic puts the chosen variant's tag in error locations
+_UNION_FIELDS = {"loss", "trainer", "adapter"}  # pydantic puts the chosen variant's tag in error locations
 
 
 def problems(exc: ValidationError, prefix: str = "", fields: list[str] | None = None) -> list[tuple[str, str]]:
@@ -512,9 +561,9 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def request_schema(config_dir: Path | None = None) -> dict[str, Any]:
-    """The request's JSON Schema with the presets of ``configs/`` as the choices of model, loss and trainer."""
+    """The request's JSON Schema with the presets of ``configs/`` as the choices of model, loss, trainer and adapter."""
     schema = json_schema(FinetuneRequest)
-    for group in ("model", "loss", "trainer"):
+    for group in ("model", "loss", "trainer", "adapter"):
         schema["properties"][group]["enum"] = config_options(group, config_dir)
     return schema
 

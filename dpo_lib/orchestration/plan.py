@@ -51,7 +51,7 @@ def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Pa
     if reserved := reserved_overrides(request.overrides):
         raise ConfigError(reserved)
     groups = [f"model={request.model}", f"loss={request.loss}", f"trainer={request.trainer}",
-              f"datasets=[{STAGED_DATASET}]"]  # fmt: skip
+              f"adapter={request.adapter}", f"datasets=[{STAGED_DATASET}]"]  # fmt: skip
     values = {
         **request.overrides,
         "exp_name": request.exp_name,
