@@ -11,6 +11,9 @@ the next attempt starts (:func:`remove_stale_temporaries`).
 
 A write that fails because the disk is full raises ``OSError(ENOSPC)`` naming the
 checkpoint, after removing what it had written; the previous checkpoints are untouched.
+
+An adapter run's checkpoint holds its trainable weights only (``trainable_only``): the adapters
+and their optimizer state; the frozen base is the model's own files, loaded again on resume.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from dpo_lib.io import is_disk_full, make_readable_by_all
 
@@ -80,14 +83,21 @@ def save_checkpoint(
     scheduler: Any,
     trainer_state: dict[str, Any],
     keep: int,
+    trainable_only: bool = False,
 ) -> Path:
-    """Write ``step-N`` (model, optimizer, scheduler, trainer state, RNG) and prune to ``keep`` newest."""
+    """Write ``step-N`` (model, optimizer, scheduler, trainer state, RNG) and prune to ``keep`` newest.
+
+    ``trainable_only``: of the model, only the parameters that require grad (an adapter run's adapters).
+    """
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", suffix=".tmp", dir=root))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        if trainable_only:
+            save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
         with open(tmp / "optimizer.pt", "wb") as f:  # a file object: a full disk surfaces as OSError(ENOSPC)
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}, f
@@ -150,16 +160,41 @@ def raise_if_disk_full(exc: BaseException, what: str, where: Path) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainable_only: bool = False,
 ) -> dict[str, Any]:
     """Restore everything ``save_checkpoint`` wrote; returns the trainer state (with ``step``)."""
     path = Path(path)
-    load_model(model, str(path / "model.safetensors"))
+    if trainable_only:
+        load_trainable(model, path / "model.safetensors")
+    else:
+        load_model(model, str(path / "model.safetensors"))
     extra = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     set_rng_state(extra["rng"])
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name: what an adapter run trains."""
+    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, filename: Path) -> None:
+    """Copy the weights :func:`trainable_state_dict` saved to ``filename`` into ``model``'s trainable parameters."""
+    saved = load_file(str(filename))
+    params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    if saved.keys() != params.keys():
+        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        raise ValueError(f"{filename} does not hold this model's trainable weights (missing {missing[:3]}, "
+                         f"not in the model {extra[:3]})")  # fmt: skip
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(saved[name])
 
 
 def _fsync(path: Path) -> None:

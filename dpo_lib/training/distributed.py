@@ -3,7 +3,8 @@
 Both run one process per device under torchrun (``python -m dpo_lib train trainer=fsdp``
 starts torchrun itself, see ``launch.py``), NCCL on GPUs and gloo on CPUs, and save
 sharded checkpoints with ``torch.distributed.checkpoint`` in the same ``step-N``
-layout and with the same atomic commit as the single-device trainer.
+layout and with the same atomic commit as the single-device trainer. FSDP trains adapters
+too (their checkpoints hold the adapters alone); tensor parallel refuses them at validation.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ class DistributedTrainer(Trainer):
             tmp.mkdir(parents=True)
         dist.barrier()
         try:
-            model_state, optim_state = get_state_dict(self.policy, self.optimizer)
+            model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=self._state_options())
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
             with open(tmp / f"rng-{self.rank}.pt", "wb") as f:  # a file object: a full disk is OSError(ENOSPC)
                 torch.save(checkpoint.rng_state(), f)
@@ -93,20 +95,31 @@ class DistributedTrainer(Trainer):
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        model_state, optim_state = get_state_dict(self.policy, self.optimizer)
+        options = self._state_options()
+        model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=options)
         state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(path))
-        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        dcp.load(state, checkpoint_id=str(path))  # fails on a key the checkpoint lacks
+        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=options)  # fmt: skip
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt")["scheduler"])
         rng_file = path / f"rng-{self.rank}.pt"
         if rng_file.exists():  # absent when resuming on a different number of processes
             checkpoint.set_rng_state(torch.load(rng_file, weights_only=False))
         return json.loads((path / "trainer_state.json").read_text())
 
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+    def _state_options(self):
+        """Of an adapter run, the adapters alone: the frozen base is the model's own files. Loading leaves the
+        base as it is (not strict); the checkpoint holds every key asked for, or ``dcp.load`` fails."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        adapters_only = self.lora is not None
+        return StateDictOptions(ignore_frozen_params=adapters_only, strict=not adapters_only)
+
+    def full_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
+        full = get_model_state_dict(self.policy, options=options)
         if not self.is_main:
             return None
         full = {k.removeprefix("causal_lm."): v for k, v in full.items()}
@@ -119,8 +132,8 @@ class DistributedTrainer(Trainer):
                 full[name] = full[canonical]
         return full
 
-    def save_final(self) -> Path:
-        final = super().save_final()
+    def save_final(self, dataset_uris: Mapping[str, str] | None = None) -> Path:
+        final = super().save_final(dataset_uris)
         dist.barrier()
         return final
 

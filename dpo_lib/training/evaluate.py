@@ -4,7 +4,11 @@ Reads the run from its spec (``--spec run_spec.json``, a DAG run) or its folder 
 whose config.json ``train`` wrote) and writes the ``eval`` part of ``run_dir/metrics.json``: the
 policy's metrics under their own names, and the reference model's under ``reference``
 (``logps/accuracies``, how often it already prefers the chosen completion, is the baseline the
-policy's is compared to). Prints the whole metrics.json as the last line, so a task can pass it on.
+policy's is compared to), and writes final/README.md, the model card, again with them. Prints the
+whole metrics.json as the last line, so a task can pass it on.
+
+The policy is final/: a full model, or an adapter run's adapter folder over the base model, whose
+reference is then the same model with its adapters off.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from dpo_lib.spec import TrainConfig
@@ -20,8 +25,10 @@ from dpo_lib.spec import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def evaluate(config: TrainConfig, policy_path: Path) -> dict:
-    """The policy at ``policy_path`` and the reference on the held-out split; updates metrics.json."""
+def evaluate(config: TrainConfig, policy_path: Path, dataset_uris: Mapping[str, str] | None = None) -> dict:
+    """The policy at ``policy_path`` and the reference on the held-out split; updates metrics.json and the
+    model card beside the policy (``dataset_uris``: the datasets' original URIs, for the card)."""
+    from dpo_lib.training import model_card
     from dpo_lib.training.metrics import read_metrics, update_metrics
     from dpo_lib.training.trainer import BasicTrainer, TrainingError
 
@@ -32,7 +39,7 @@ def evaluate(config: TrainConfig, policy_path: Path) -> dict:
             "the held-out split is empty: give the dataset more pairs or datasets.<name>.eval_fraction > 0"
         )
     policy_metrics = trainer.evaluate(trainer.policy)
-    reference = trainer.reference or trainer.build_model(config.model.name_or_path, trainable=False)
+    reference = trainer.reference or trainer.build_reference()
     reference_metrics = trainer.evaluate(reference)
     reference_metrics.pop("rewards/accuracies", None)  # 0 by construction: its rewards are β·(ref − ref)
     step = read_metrics(config.run_dir).get("train", {}).get("step")
@@ -43,7 +50,9 @@ def evaluate(config: TrainConfig, policy_path: Path) -> dict:
         n_pairs, policy_metrics["rewards/accuracies"], policy_metrics["loss"],
         policy_metrics["logps/accuracies"], reference_metrics["logps/accuracies"],
     )  # fmt: skip
-    return update_metrics(config.run_dir, eval=eval_metrics)
+    metrics = update_metrics(config.run_dir, eval=eval_metrics)
+    model_card.write(policy_path, config, step=step, evaluation=eval_metrics, dataset_uris=dataset_uris)
+    return metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dpo_lib.spec import RunSpec
+    from dpo_lib.spec import STAGED_DATASET, RunSpec
 
+    dataset_uris = None
     if args.spec is not None:
-        config = RunSpec.read(args.spec).staged_train_config()
+        spec = RunSpec.read(args.spec)
+        config = spec.staged_train_config()
+        dataset_uris = {STAGED_DATASET: spec.request.dataset_uri}
         run_dir = Path(config.run_dir)
     else:
         run_dir = args.run_dir
@@ -67,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         # directory is the one given here, not the one recorded in its config.
         saved = json.loads((run_dir / "config.json").read_text())
         config = TrainConfig.model_validate({**saved, "run_dir": str(run_dir)})
-    if not (run_dir / "final" / "config.json").exists():
+    from dpo_lib.training.adapters import is_adapter_folder
+
+    final = run_dir / "final"
+    if not (final / "config.json").exists() and not is_adapter_folder(final):
         print(f"error: {run_dir} holds no finished training run (no final/)", file=sys.stderr)
         return 2
 
@@ -77,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from dpo_lib.training.trainer import TrainingError
 
     try:
-        metrics = evaluate(config, run_dir / "final")
+        metrics = evaluate(config, final, dataset_uris)
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

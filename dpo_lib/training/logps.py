@@ -41,6 +41,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
 
     Forward keeps only the log-sum-exp per row; backward recomputes each chunk's logits,
     using d/dlogits = (onehot(t) − softmax) · grad. Rows whose target is IGNORE_INDEX give 0.
+    A frozen head (an adapter run's) gets no weight gradient: that product is skipped.
     The matrix products run as they are; with ``compiled`` the element-wise work on each
     chunk's logits (casts, log-sum-exp, softmax gradient) is fused into a kernel or two
     instead of one pass over the (chunk × vocabulary) logits per operation.
@@ -71,7 +72,8 @@ class ChunkedTokenLogps(torch.autograd.Function):
         mm_dtype, acc_dtype, chunk = ctx.mm_dtype, ctx.acc_dtype, ctx.chunk
         w = weight.to(mm_dtype)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
+        weight_needs_grad = ctx.needs_input_grad[1]
+        grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if weight_needs_grad else None
         scale = grad_out * valid
         logits_grad = _compiled(_chunk_logits_grad) if ctx.compiled else _chunk_logits_grad
         for start in range(0, hidden.shape[0], chunk):
@@ -79,8 +81,9 @@ class ChunkedTokenLogps(torch.autograd.Function):
             h = hidden[start:end].to(mm_dtype)
             dlogits = logits_grad(h @ w.T, lse[start:end], scale[start:end], safe[start:end], mm_dtype)
             grad_hidden[start:end] = (dlogits @ w).to(hidden.dtype)
-            grad_weight += (dlogits.T @ h).to(acc_dtype)
-        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
+            if weight_needs_grad:
+                grad_weight += (dlogits.T @ h).to(acc_dtype)
+        return grad_hidden, grad_weight.to(weight.dtype) if weight_needs_grad else None, None, None, None
 
 
 def _chunk_statistics(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, acc_dtype: torch.dtype):

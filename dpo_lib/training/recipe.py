@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from dpo_lib.spec import SpecError, TrainConfig
@@ -23,8 +24,9 @@ from dpo_lib.spec import SpecError, TrainConfig
 EXIT_CONFIG, EXIT_DISK_FULL = 2, 3
 
 
-def train(config: TrainConfig) -> dict[str, float]:
-    """The recipe: the trainer the config names, set up, trained, its policy saved to run_dir/final/."""
+def train(config: TrainConfig, dataset_uris: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The recipe: the trainer the config names, set up, trained, its policy saved to run_dir/final/
+    (``dataset_uris``: the datasets' original URIs, for the model card, when the config names staged copies)."""
     trainer = build_trainer(config)
     logging.getLogger(__name__).info(
         "experiment %s: %s trainer, %s loss, run_dir %s",
@@ -33,7 +35,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     try:
         trainer.setup()
         metrics = trainer.train()
-        trainer.save_final()
+        trainer.save_final(dataset_uris)
         return metrics
     finally:
         import torch.distributed as dist
@@ -67,22 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def load_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's config: the spec's (with the staged dataset's digest), or composed from the overrides."""
+def load_config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, str] | None]:
+    """The run's config: the spec's (with the staged dataset's digest), or composed from the overrides;
+    and, from a spec, the staged dataset's original URI by its name in the config."""
     if args.spec is not None:
         if args.overrides:
             raise SpecError([("--spec", "give a run spec or key=value overrides, not both")], "invalid arguments")
-        from dpo_lib.spec import RunSpec
+        from dpo_lib.spec import STAGED_DATASET, RunSpec
 
-        return RunSpec.read(args.spec).staged_train_config()
+        spec = RunSpec.read(args.spec)
+        return spec.staged_train_config(), {STAGED_DATASET: spec.request.dataset_uri}
     from dpo_lib.config import compose_config
 
-    return compose_config(args.overrides)
+    return compose_config(args.overrides), None
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args)
+        config, dataset_uris = load_config(args)
     except SpecError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from dpo_lib.training.trainer import TrainingError
 
     try:
-        metrics = train(config)
+        metrics = train(config, dataset_uris)
     except TrainingError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -2,11 +2,14 @@
 
 setup():      tokenizer, policy, frozen reference (or its log-probs, computed once and cached),
               data, the loss, AdamW with linear warmup, then resume from the newest checkpoint.
+              With ``adapter: lora`` the policy is the frozen base with LoRA adapters, only they
+              train, and the reference is the same model with its adapters off (``adapters.py``).
 train():      for each optimizer step: gradient_accumulation_steps micro-batches, each one
               forward over every chosen and rejected sequence for the policy (and, without
               grad, the reference), loss, backward; clip, step; log / evaluate / checkpoint on
               schedule; metrics.json's train part.
-save_final(): the policy in Hugging Face format in run_dir/final/.
+save_final(): the policy in Hugging Face format in run_dir/final/ (an adapter run: peft's adapter
+              folder, or the merged model), its tokenizer and a model card.
 
 Hooks a strategy overrides: ``init_distributed``, ``prepare_model``, ``all_reduce_sum``,
 ``clip_grad_norm``, ``save_checkpoint``, ``load_checkpoint``, ``full_state_dict``.
@@ -21,6 +24,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from dpo_lib.data.tokenize import TokenizedPair, truncation_summary
 from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import build_loss
 from dpo_lib.spec import ModelConfig, TrainConfig, TrainerConfig
-from dpo_lib.training import attention, checkpoint
+from dpo_lib.training import adapters, attention, checkpoint, model_card
 from dpo_lib.training.clipping import clip_gradients
 from dpo_lib.training.data import PairBatches, tokenized_splits
 from dpo_lib.training.logps import PairLogps, SequenceLogpModel
@@ -131,6 +135,8 @@ class Trainer:
         self.options = resolve_auto(config.trainer, self.device)  # the trainer config, "auto" settled
         self.bf16 = uses_bf16(self.options, self.device)
         self.loss = build_loss(config.loss)
+        self.lora = config.adapter if config.adapter.name == "lora" else None
+        self.policy_has_adapters = False  # then the reference is the policy with its adapters off
 
     # ---- strategy hooks (single device) --------------------------------------------------------
     def init_distributed(self) -> torch.device:
@@ -151,13 +157,16 @@ class Trainer:
 
     def save_checkpoint(self, trainer_state: dict[str, Any]) -> Path:
         return checkpoint.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler,
-                                          trainer_state, keep=self.config.keep_checkpoints)  # fmt: skip
+                                          trainer_state, keep=self.config.keep_checkpoints,
+                                          trainable_only=self.lora is not None)  # fmt: skip
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        return checkpoint.load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
+        return checkpoint.load_checkpoint(path, self.policy, self.optimizer, self.scheduler,
+                                          trainable_only=self.lora is not None)  # fmt: skip
 
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """The policy's full weights on the main process (None elsewhere), for ``save_pretrained``."""
+    def full_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
+        """The policy's full weights (``trainable_only``: its adapters) on the main process, None elsewhere,
+        named as the policy's causal LM names them, for ``save_pretrained``."""
         return None  # the unwrapped model's own state dict is used
 
     @property
@@ -177,10 +186,11 @@ class Trainer:
         self.tokenizer = load_tokenizer(config.model) if train_pairs is None else None
         self._load_data(train_pairs, eval_pairs)
         self.policy = self.build_model(config.model.name_or_path, trainable=True)
+        self.policy_has_adapters = self.lora is not None
         self.reference: torch.nn.Module | None = None
         self.reference_logps: ReferenceLogps | None = None
         if self.loss.needs_reference:
-            reference = self.build_model(config.model.name_or_path, trainable=False)
+            reference = self.build_reference()
             if self.options.precompute_ref_logps:
                 self.reference_logps = ReferenceLogps.compute_or_load(self, reference)
                 del reference
@@ -189,8 +199,9 @@ class Trainer:
             else:
                 self.reference = reference
 
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]  # adapters only, in an adapter run
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay, **self.optimizer_options()
+            trainable, lr=config.lr, weight_decay=config.weight_decay, **self.optimizer_options()
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_constant(config.warmup_steps))
         self.step = 0
@@ -207,20 +218,46 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         self.tokenizer = load_tokenizer(self.config.model)
         self._load_data(None, None)
-        self.policy = self.build_model(str(policy_path), trainable=False)
+        self.policy_has_adapters = adapters.is_adapter_folder(policy_path)
+        if self.policy_has_adapters:  # the base, with the adapters from policy_path
+            self.policy = self.build_model(self.config.model.name_or_path, trainable=False, adapter_dir=policy_path)
+        else:
+            self.policy = self.build_model(str(policy_path), trainable=False)
         self.reference_logps = None
-        self.reference = None
-        if self.loss.needs_reference:
-            self.reference = self.build_model(self.config.model.name_or_path, trainable=False)
+        self.reference = self.build_reference() if self.loss.needs_reference else None
 
-    def build_model(self, name_or_path: str, *, trainable: bool) -> torch.nn.Module:
-        # Trainable weights stay fp32 (the optimizer's master copy) under bf16 autocast; a frozen
-        # reference only runs forwards, so it is held in bf16 outright when training in bf16.
-        dtype = torch.bfloat16 if self.bf16 and not trainable else torch.float32
+    def build_reference(self) -> torch.nn.Module:
+        """The reference: the policy with its adapters off when it has adapters (one copy of the base
+        weights), else the base model loaded again, frozen."""
+        if self.policy_has_adapters:
+            return adapters.AdaptersOff(self.policy)
+        return self.build_model(self.config.model.name_or_path, trainable=False)
+
+    def build_model(
+        self, name_or_path: str, *, trainable: bool, adapter_dir: str | Path | None = None
+    ) -> torch.nn.Module:
+        """The causal LM at ``name_or_path`` as a :class:`SequenceLogpModel`, placed by the strategy.
+
+        ``trainable``: the policy, in train mode; with ``adapter: lora`` only its new adapters train.
+        Otherwise frozen, in eval mode. ``adapter_dir``: frozen adapters from that folder on top.
+        """
+        with_new_adapters = trainable and self.lora is not None
+        # Trainable weights stay fp32 (the optimizer's master copy) under bf16 autocast. Frozen weights
+        # only run forwards and have no optimizer state, so when training in bf16 they are held in bf16
+        # outright: a reference, and the base under adapters (peft keeps the adapters themselves fp32).
+        frozen_base = not trainable or with_new_adapters
+        dtype = torch.bfloat16 if self.bf16 and frozen_base else torch.float32
         torch.manual_seed(self.config.seed)  # a random init (benchmarks) is the same for policy and reference
         causal_lm = load_causal_lm(name_or_path, self.options, dtype, self.device)
         if trainable and self.options.activation_checkpointing:
             causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if with_new_adapters:
+            try:
+                causal_lm = adapters.add_lora(causal_lm, self.lora)
+            except ValueError as exc:
+                raise TrainingError(f"adapter.target_modules: {exc}") from None
+        elif adapter_dir is not None:
+            causal_lm = adapters.load_lora(causal_lm, adapter_dir)
         causal_lm.train(trainable)
         if not trainable:
             causal_lm.requires_grad_(False)
@@ -381,18 +418,29 @@ class Trainer:
         model.train(was_training)
         return self.reduce_means(tracker)
 
-    def save_final(self) -> Path:
-        """The trained policy in Hugging Face format, loadable with ``from_pretrained``."""
+    def save_final(self, dataset_uris: Mapping[str, str] | None = None) -> Path:
+        """The trained policy in Hugging Face format, its tokenizer and a model card (README.md), in final/.
+
+        A full model loads with ``AutoModelForCausalLM.from_pretrained``; an adapter run writes peft's
+        adapter folder (``AutoPeftModelForCausalLM.from_pretrained`` loads it over the base), or with
+        ``adapter.merge`` the merged full model. ``dataset_uris``: where the datasets came from, for the
+        card, when the config names staged copies.
+        """
         final = self.run_dir / "final"
-        state_dict = self.full_state_dict()
+        lora = self.lora
+        state_dict = self.full_state_dict(trainable_only=lora is not None and not lora.merge)
         if not self.is_main:
             return final
         causal_lm = self.policy.causal_lm if hasattr(self.policy, "causal_lm") else self.policy
         tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=self.run_dir))
         try:
-            causal_lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            if lora is not None and lora.merge:
+                adapters.save_merged(causal_lm, tmp, lora, state_dict)
+            else:  # peft's save_pretrained writes the adapters alone
+                causal_lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
+            model_card.write(tmp, self.config, step=self.step, dataset_uris=dataset_uris)
             # mkdtemp and safetensors make them private; evaluate or an upload may run as another user
             make_readable_by_all(tmp)
             if final.exists():  # out of the way by a rename: a kill now cannot leave a half-deleted final/
