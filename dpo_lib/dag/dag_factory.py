@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import DAG, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -75,6 +75,12 @@ def variable_values(
         if field not in conf and (value := get(name, default=None)) is not None:
             values[field] = value
     return values
+
+
+def refuse(task_id: str, exc: SpecError) -> NoReturn:
+    """Fail the task for good with ``exc``'s reasons alone: retrying cannot fix a bad request or dataset."""
+    log.error("%s refused the run; fix the request and trigger it again (no retry):\n%s", task_id, exc)
+    raise AirflowFailException(str(exc)) from None
 
 
 def log_try(context: Mapping[str, Any]) -> None:
@@ -143,7 +149,7 @@ def build_finetune_dag(
             try:
                 return str(tasks.validate(request, dag_id=dag_id, run_id=context["run_id"]))
             except SpecError as exc:
-                raise AirflowFailException(str(exc)) from None
+                refuse("validate", exc)
 
         @task(multiple_outputs=False, **task_options("stage", settings))
         def stage(spec_path: str) -> dict:
@@ -153,7 +159,7 @@ def build_finetune_dag(
             try:
                 return tasks.stage(spec_path)
             except SpecError as exc:
-                raise AirflowFailException(str(exc)) from None
+                refuse("stage", exc)
 
         @task(**task_options("cleanup", settings))
         def cleanup(spec_path: str) -> None:
