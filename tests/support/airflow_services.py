@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dpo_lib.airflow_local.home import AirflowHome
@@ -88,6 +88,9 @@ def make_workdir(work: Path) -> Path:
 def running_services(root: Path, work: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[RunningServices]:
     """Start the four services with ``root`` as scratch space; stop them (and wait) when the block ends."""
     home, log = root / "airflow-home", root / "services.log"
+    # dpo_nightly stays unpaused, like every project DAG (/dpo/health counts a paused one as unhealthy), and
+    # daily at a time twelve hours away, so no test sees one of its runs.
+    later = datetime.now(UTC) + timedelta(hours=12)
     port = free_port()
     password = secrets.token_urlsafe(12)
     env = {
@@ -104,6 +107,7 @@ def running_services(root: Path, work: Path, extra_env: Mapping[str, str] | None
         "DPO_STAGING_ROOT": str(root / "staging"),
         "DPO_ARTIFACTS_ROOT": str(root / "artifacts"),
         "DPO_SERVICES_START_TIMEOUT_S": str(START_TIMEOUT_S),
+        "DPO_NIGHTLY_SCHEDULE": f"{later.minute} {later.hour} * * *",
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
@@ -122,10 +126,7 @@ def running_services(root: Path, work: Path, extra_env: Mapping[str, str] | None
         services = RunningServices(url, home, work, env, Credentials(url, ADMIN, password), log, proc.pid)
         api = services.api()
         api.wait_for_dag("dpo_finetune", timeout_s=120)
-        # Unpaused like every project DAG: keep its 02:00 UTC run out of a test that spans it.
         api.wait_for_dag("dpo_nightly", timeout_s=120)
-        c = api._client_module
-        c.DAGApi(api.api_client).patch_dag("dpo_nightly", c.DAGPatchBody(is_paused=True))
         yield services
     finally:
         _stop(proc)

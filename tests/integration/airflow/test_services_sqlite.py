@@ -68,8 +68,10 @@ def test_health_is_200_with_every_component_and_503_naming_unreachable_storage(s
         assert status == 200, body
         assert body["status"] == "healthy" and body["unhealthy"] == []
         components = body["components"]
-        assert set(components) == {"metadatabase", "scheduler", "storage"}  # docker only with DPO_RUNNER=docker
+        assert set(components) == {"metadatabase", "scheduler", "dags", "storage"}  # docker: DPO_RUNNER=docker only
         assert components["scheduler"]["latest_heartbeat"]
+        assert components["dags"]["status"] == "healthy"  # both DAGs registered, unpaused, importable
+        assert services.api().dag_runs("dpo_nightly") == []  # unpaused, but not due while tests run
         assert components["storage"]["backend"] == "firebase"
 
     status, body = http("GET", f"{services.url}/dpo/health", token=token)
