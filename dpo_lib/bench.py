@@ -1,12 +1,17 @@
 """``python -m dpo_lib bench``: training throughput, MFU and peak memory of the real trainer.
 
-It builds a randomly initialised model (default: the TinyLlama-1.1B shape), random
-preference pairs of varied prompt and completion lengths, and runs the trainer's own
-``train_step`` for ``--steps`` timed steps after ``--warmup`` untimed ones. The last line
-printed is one JSON object: ``tokens_per_s`` counts real (non-padding) tokens of the
-chosen and rejected sequences, prompts included; ``mfu`` is model FLOPs (6N per token for
-the policy, plus 2N for a live reference; N excludes the input embedding, a lookup)
-over the device's dense bf16 peak.
+It builds a randomly initialised model (``--shape``: TinyLlama-1.1B by default, Llama-3-8B,
+or ``--tiny``), random preference pairs of varied prompt and completion lengths, and runs the
+trainer's own ``train_step`` for ``--steps`` timed steps after ``--warmup`` untimed ones.
+``--adapter lora`` trains LoRA adapters (r 16, alpha 32, dropout 0, on all seven linear
+projections) over a frozen base held in bf16 when training in bf16; the reference is then the
+policy with its adapters disabled. The last line printed is one JSON object: ``tokens_per_s``
+counts real (non-padding) tokens of the chosen and rejected sequences, prompts included;
+``mfu`` is model FLOPs per token (``flops_per_token`` says how many N, N being the base's
+parameters less the input embedding, a lookup) over the device's dense bf16 peak. Full
+fine-tuning does 6N for the policy, LoRA 4N (forward 2N, backward through the activations 2N,
+no weight gradients for the frozen base; the adapters' own FLOPs are left out), and a live
+reference 2N more, as ``bench/trl_dpo.py`` counts them.
 """
 
 from __future__ import annotations
@@ -29,17 +34,27 @@ SHAPES = {
     # TinyLlama-1.1B: hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocabulary 32000.
     "tinyllama": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                       intermediate_size=5632, vocab_size=32000),
+    # Llama-3-8B: hidden 4096, 32 layers, 32 heads, 8 KV heads, MLP 14336, vocabulary 128256.
+    "llama3-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                      intermediate_size=14336, vocab_size=128256),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=176, vocab_size=512),
 }  # fmt: skip
+MODEL_LABELS = {"tinyllama": "tinyllama-1.1b-shape", "llama3-8b": "llama3-8b-shape", "tiny": "tiny"}
 PEAK_TFLOPS = {"cuda": 790.0, "cpu": 1.0}  # H200 dense bf16 as measured here; CPU MFU is not meaningful
+LORA = {"adapter.r": 16, "adapter.alpha": 32, "adapter.dropout": 0.0, "adapter.target_modules": "all-linear"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=["basic", "fsdp", "tensor_parallel"], default="basic")
     parser.add_argument("--processes", type=int, default=None, help="processes for fsdp/tensor_parallel")
-    parser.add_argument("--tiny", action="store_true", help="a tiny model: runs in seconds on a CPU")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tinyllama", help="the model's shape")
+    parser.add_argument("--tiny", action="store_true", help="same as --shape tiny: runs in seconds on a CPU")
+    parser.add_argument("--adapter", choices=["none", "lora"], default="none",
+                        help="lora: r 16, alpha 32 on all seven linear projections, the base frozen")  # fmt: skip
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast on cuda (a LoRA base held in bf16), fp32 on cpu")  # fmt: skip
     parser.add_argument("--pairs-per-step", type=int, default=8)
     parser.add_argument("--prompt-len", type=int, nargs=2, default=[128, 256], metavar=("MIN", "MAX"))
     parser.add_argument("--completion-len", type=int, nargs=2, default=[128, 255], metavar=("MIN", "MAX"))
@@ -86,6 +101,7 @@ def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path):
         "run_dir": str(run_dir),
         "model.name_or_path": str(model_dir),
         "trainer.device": args.device,
+        "trainer.precision": args.precision,
         "trainer.packing": _switch(args.packing),
         "trainer.logp_chunk_size": args.logp_chunk_size or None,
         "trainer.precompute_ref_logps": args.precompute_ref,
@@ -103,7 +119,9 @@ def bench_config(args: argparse.Namespace, model_dir: Path, run_dir: Path):
     }
     if args.processes:
         values["trainer.nproc"] = args.processes
-    return build_config([f"loss={args.loss}", f"trainer={args.strategy}"], values)
+    if args.adapter == "lora":
+        values.update(LORA)
+    return build_config([f"loss={args.loss}", f"trainer={args.strategy}", f"adapter={args.adapter}"], values)
 
 
 def _switch(flag: bool | None) -> bool | str:
@@ -111,7 +129,9 @@ def _switch(flag: bool | None) -> bool | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = SHAPES["tiny" if args.tiny else "tinyllama"]
+    if args.tiny:
+        args.shape = "tiny"
+    shape = SHAPES[args.shape]
     bench_dir = Settings.from_env().bench_dir
     shared = bench_dir or Path(tempfile.mkdtemp(prefix="dpo-bench-"))
     model_dir, run_dir = shared / "model", shared / "run"
@@ -165,18 +185,22 @@ def measure(args: argparse.Namespace, config: TrainConfig, shape: dict, model_di
     peak = float(_all_reduce_max(trainer, torch.tensor([peak], device=device)))
     tokens_per_s = float(totals[0]) / timed_s
     policy = trainer.policy.causal_lm
-    n_params = sum(p.numel() for p in policy.parameters()) - policy.get_input_embeddings().weight.numel()
-    if trainer.world_size > 1 and args.strategy != "basic":
-        n_params = _logical_params(policy, n_params)
-    live_reference = trainer.loss.needs_reference and not args.precompute_ref
-    flops_per_token = (6 + (2 if live_reference else 0)) * n_params
+    lora = args.adapter == "lora"
+    # Whole shapes, also of sharded (DTensor) parameters, so MFU compares like with like across strategies.
+    base = [p for p in policy.parameters() if not (lora and p.requires_grad)]
+    input_embedding = policy.get_input_embeddings().weight
+    n_params = sum(p.shape.numel() for p in base) - input_embedding.shape.numel()
+    flops, flops_label = flops_per_token(n_params, lora, live_reference=trainer.reference is not None)
     peak_flops = PEAK_TFLOPS[device.type] * 1e12 * trainer.world_size
     result = {
         "strategy": args.strategy,
         "processes": trainer.world_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": "tiny" if args.tiny else "tinyllama-1.1b-shape",
+        "model": MODEL_LABELS[args.shape],
         "params_without_input_embedding": n_params,
+        "adapter": args.adapter,
+        "trainable_params": sum(p.shape.numel() for p in policy.parameters() if p.requires_grad),
+        "reference": _reference_kind(trainer),
         "pairs_per_step": args.pairs_per_step,
         "prompt_len": args.prompt_len,
         "completion_len": args.completion_len,
@@ -190,11 +214,15 @@ def measure(args: argparse.Namespace, config: TrainConfig, shape: dict, model_di
             "activation_checkpointing": args.activation_checkpointing,
             "compile_logp_head": trainer.options.compile_logp_head,
             "attn": trainer.options.attn_implementation,
+            "lora": lora,
+            "bf16_autocast": trainer.bf16,
+            "base_dtype": str(input_embedding.dtype).removeprefix("torch."),
         },
         "setup_s": round(setup_s, 2),
         "tokens_per_s": round(tokens_per_s, 1),
         "step_s_median": round(statistics.median(step_times), 4),
-        "mfu": round(tokens_per_s * flops_per_token / peak_flops, 4) if device.type == "cuda" else None,
+        "flops_per_token": flops_label,
+        "mfu": round(tokens_per_s * flops / peak_flops, 4) if device.type == "cuda" else None,
         "peak_mem_gib": round(peak, 2),
         "torch": torch.__version__,
         "profiled": args.profile is not None,
@@ -274,10 +302,16 @@ def _all_reduce_max(trainer, tensor):
     return tensor[0]
 
 
-def _logical_params(policy, local_count: int) -> int:
-    """Parameter count of the whole model when parameters are sharded DTensors."""
-    from torch.distributed.tensor import DTensor
+def flops_per_token(n_params: int, lora: bool, live_reference: bool) -> tuple[int, str]:
+    """Model FLOPs a training step does per real token, and how many N that is (``bench/trl_dpo.py``'s labels)."""
+    per_policy = 4 if lora else 6  # LoRA: forward 2N, backward through the activations 2N
+    multiple = per_policy + (2 if live_reference else 0)
+    return multiple * n_params, f"{multiple}N"
 
-    total = sum(p.numel() if not isinstance(p, DTensor) else p.shape.numel() for p in policy.parameters())
-    embedding = policy.get_input_embeddings().weight
-    return total - (embedding.shape.numel() if isinstance(embedding, DTensor) else embedding.numel())
+
+def _reference_kind(trainer) -> str:
+    if trainer.reference_logps is not None:
+        return "precomputed log-probs"
+    if trainer.reference is None:
+        return "none"
+    return "policy with adapters disabled" if trainer.policy_has_adapters else "separate model"

@@ -68,6 +68,7 @@ class DistributedTrainer(Trainer):
         dist.barrier()
         try:
             model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=self._state_options())
+            model_state = self._saved_part(model_state)
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
             with open(tmp / f"rng-{self.rank}.pt", "wb") as f:  # a file object: a full disk is OSError(ENOSPC)
                 torch.save(checkpoint.rng_state(), f)
@@ -97,7 +98,7 @@ class DistributedTrainer(Trainer):
 
         options = self._state_options()
         model_state, optim_state = get_state_dict(self.policy, self.optimizer, options=options)
-        state = {"model": model_state, "optim": optim_state}
+        state = {"model": self._saved_part(model_state), "optim": optim_state}
         dcp.load(state, checkpoint_id=str(path))  # fails on a key the checkpoint lacks
         set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                        options=options)  # fmt: skip
@@ -114,6 +115,14 @@ class DistributedTrainer(Trainer):
 
         adapters_only = self.lora is not None
         return StateDictOptions(ignore_frozen_params=adapters_only, strict=not adapters_only)
+
+    def _saved_part(self, model_state: dict[str, Any]) -> dict[str, Any]:
+        """What a checkpoint holds of the model: all of it, or of an adapter run the trainable weights alone
+        (``ignore_frozen_params`` still leaves the second name of a tied weight, a frozen output head)."""
+        if self.lora is None:
+            return model_state
+        trainable = {name for name, param in self.policy.named_parameters() if param.requires_grad}
+        return {name: value for name, value in model_state.items() if name in trainable}
 
     def full_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -61,7 +61,7 @@ def render(
         digest = f", sha256 `{dataset.sha256}`" if dataset.sha256 else ""
         lines.append(f"| dataset `{name}` | `{uri}`{digest}; {dataset.eval_fraction:.0%} held out |")
     lines += [
-        f"| loss | `{config.loss.name}` {_values(config.loss.model_dump(exclude={'name'}))} |",
+        f"| loss | `{config.loss.name}`{_values(config.loss.model_dump(exclude={'name'}))} |",
         f"| adapter | {_adapter(config)} |",
         f"| steps | {step if step is not None else 'unknown'} optimizer steps of "
         f"{config.batch_size * config.gradient_accumulation_steps} pairs, lr {config.lr:g}, "
@@ -96,7 +96,7 @@ def write(
 
 
 def _values(values: Mapping[str, Any]) -> str:
-    return "(" + ", ".join(f"{key} {value:g}" for key, value in values.items()) + ")" if values else ""
+    return " (" + ", ".join(f"{key} {value:g}" for key, value in values.items()) + ")" if values else ""
 
 
 def _adapter(config: TrainConfig) -> str:
