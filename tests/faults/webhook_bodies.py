@@ -22,7 +22,8 @@ from dpo_lib.spec import config_options
 
 ROOT = Path("/srv/dpo-webhook-fuzz")  # the local storage root the webhook judges paths against (never touched)
 MAX = MAX_BODY_BYTES
-KNOWN = {"dataset_uri", "model", "loss", "trainer", "exp_name", "overrides"}
+KNOWN = {"dataset_uri", "model", "loss", "trainer", "adapter", "exp_name", "overrides"}
+GROUPS = ("model", "loss", "trainer", "adapter")  # request fields naming a configs/ preset
 EXP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Set by the pipeline for each run: an override of one is refused with the request, whatever else is wrong.
@@ -52,6 +53,7 @@ requests = st.fixed_dictionaries(
         "model": st.sampled_from(config_options("model")) | text,
         "loss": st.sampled_from(config_options("loss")) | text,
         "trainer": st.sampled_from(config_options("trainer")) | text,
+        "adapter": st.sampled_from(config_options("adapter")) | text,
         "overrides": st.dictionaries(override_keys, scalars, max_size=6) | values,
     },
 ) | st.dictionaries(st.sampled_from(sorted(KNOWN)) | text, values, max_size=5)
@@ -123,7 +125,7 @@ def bad_fields(conf: dict, root: Path) -> set[str]:
         bad.add("dataset_uri")
     if "exp_name" in conf and not (isinstance(conf["exp_name"], str) and EXP_NAME.fullmatch(conf["exp_name"])):
         bad.add("exp_name")
-    for group in ("model", "loss", "trainer"):
+    for group in GROUPS:
         if group in conf and conf[group] not in config_options(group):
             bad.add(group)
     overrides = conf.get("overrides", {})
