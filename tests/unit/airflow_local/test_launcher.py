@@ -105,3 +105,15 @@ def test_sqlite_is_recognised_from_the_environment_or_airflow_cfg(tmp_path):
     assert not services.uses_sqlite({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": "cat /run/secrets/db"})
     (tmp_path / "airflow.cfg").write_text("[database]\nsql_alchemy_conn = mysql://u@h/db\n")
     assert not services.uses_sqlite({"AIRFLOW_HOME": str(tmp_path)})
+
+
+def test_the_local_executor_starts_one_worker_per_core_unless_told_otherwise(tmp_path):
+    import os
+
+    config = services.ServiceConfig.from_env({"AIRFLOW_HOME": str(tmp_path)})
+    env = services.airflow_env(config, {"jwt_secret": "s", "api_secret_key": "k"}, base={})
+    assert env["AIRFLOW__CORE__PARALLELISM"] == str(os.cpu_count())
+    chosen = services.airflow_env(
+        config, {"jwt_secret": "s", "api_secret_key": "k"}, base={"AIRFLOW__CORE__PARALLELISM": "6"}
+    )
+    assert chosen["AIRFLOW__CORE__PARALLELISM"] == "6"

@@ -148,3 +148,25 @@ def test_every_try_has_a_time_limit_train_s_from_the_settings(dag):
     assert task_options("train", settings)["retry_delay"] == timedelta(seconds=1)  # backoff and cap kept
     assert task_options("train", settings)["retry_exponential_backoff"] == 2.0
     assert task_options("evaluate", settings)["execution_timeout"] == timedelta(minutes=7)
+
+
+def test_a_refusal_is_one_error_line_and_a_failure_without_retry_or_chained_traceback(caplog):
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dpo_lib.dag.dag_factory import refuse
+    from dpo_lib.spec import SpecError
+
+    reason = SpecError([("dataset_uri", "gs://prefs/x.json is not a valid preference dataset")], "invalid dataset")
+    with caplog.at_level(logging.ERROR, logger="dpo_lib.dag.dag_factory"):
+        with pytest.raises(AirflowFailException) as info:
+            try:
+                raise ValueError("an internal detail")
+            except ValueError:
+                refuse("stage", reason)
+    assert str(info.value) == str(reason)
+    assert info.value.__suppress_context__ and info.value.__cause__ is None  # no chained traceback below it
+    (record,) = caplog.records
+    assert record.getMessage().startswith("stage refused the run; fix the request")
+    assert "gs://prefs/x.json is not a valid preference dataset" in record.getMessage()
