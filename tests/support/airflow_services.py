@@ -125,8 +125,9 @@ def running_services(root: Path, work: Path, extra_env: Mapping[str, str] | None
         url = f"http://127.0.0.1:{port}"
         services = RunningServices(url, home, work, env, Credentials(url, ADMIN, password), log, proc.pid)
         api = services.api()
-        api.wait_for_dag("dpo_finetune", timeout_s=120)
-        api.wait_for_dag("dpo_nightly", timeout_s=120)
+        # Ready means a trigger is accepted at once: both DAGs are registered already, no waiting (timeout 0).
+        api.wait_for_dag("dpo_finetune", timeout_s=0)
+        api.wait_for_dag("dpo_nightly", timeout_s=0)
         yield services
     finally:
         _stop(proc)
