@@ -30,6 +30,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DPO_STAGING_ROOT": ("DPO_WORKDIR/var/staging", "per-run staged inputs and run_spec.json; removed by cleanup"),
     "DPO_ARTIFACTS_ROOT": ("DPO_WORKDIR/artifacts/runs", "per-run checkpoints, final model, metrics.json"),
     "DPO_MODELS_DIR": ("DPO_WORKDIR/models", "model folders (configs say models/<name>)"),
+    "DPO_MODEL_CACHE": ("DPO_STAGING_ROOT/.model-cache", "models staged from model_uri: a read-only folder a content"),
     "DPO_RUNNER": ("local", "where train and evaluate run: local (a subprocess) or docker (the trainer image)"),
     "DPO_PYTHON": ("this interpreter", "the Python the local runner starts"),
     "DPO_MAX_ACTIVE_RUNS": ("16", "dpo_finetune runs active at once"),
@@ -142,6 +143,7 @@ class Settings:
     runner: str = "local"  # "local": a subprocess on the worker; "docker": a container (DockerOperator)
     python: str = sys.executable  # the interpreter the local runner starts
     models_dir: Path | None = None  # model directories; None: workdir/models (configs say models/<name>)
+    model_cache_dir: Path | None = None  # staged models by content; None: staging_root/.model-cache
     config_dir: Path = PROJECT_DIR / "configs"
     max_active_runs: int = 16
     train_retry_delay_s: float = 30.0
@@ -157,15 +159,21 @@ class Settings:
     def models_root(self) -> Path:
         return self.models_dir or self.workdir / "models"
 
+    @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.staging_root / ".model-cache"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         workdir = _workdir(env)
         bench_dir = env.get("DPO_BENCH_DIR")
+        staging_root = _path(env, "DPO_STAGING_ROOT", workdir / "var" / "staging")
         return cls(
             workdir=workdir,
             local_storage_root=StorageSettings.from_env(env).local_root,
-            staging_root=_path(env, "DPO_STAGING_ROOT", workdir / "var" / "staging"),
+            staging_root=staging_root,
+            model_cache_dir=_path(env, "DPO_MODEL_CACHE", staging_root / ".model-cache"),
             artifacts_root=_path(env, "DPO_ARTIFACTS_ROOT", workdir / "artifacts" / "runs"),
             runner=_choice(env, "DPO_RUNNER", "local", ("local", "docker")),
             python=env.get("DPO_PYTHON") or sys.executable,

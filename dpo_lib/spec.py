@@ -27,6 +27,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -95,11 +96,31 @@ Switch = Literal[True, False, "auto"]
 
 
 class ModelConfig(Contract):
-    """The base model: a Hugging Face causal LM folder (config.json, weights, tokenizer)."""
+    """The base model: a Hugging Face causal LM folder (config.json, weights, tokenizer), or a Hub name.
+
+    ``source_uri`` and ``content_hash`` record where a staged model came from (lineage); they are
+    left out of a dump while unset, so the config of a preset run reads as it always did (and a run
+    folder made before they existed still resumes).
+    """
 
     name: Name = Field(description="the preset's name (a configs/model/ option)")
-    name_or_path: Text = Field(min_length=1, description="Hugging Face model folder")
+    name_or_path: Text = Field(min_length=1, description="Hugging Face model folder, or a Hub name (org/model)")
     tokenizer_name_or_path: Text | None = Field(None, min_length=1, description="tokenizer folder; null: the model's")
+    source_uri: Text | None = Field(
+        None, max_length=MAX_URI_CHARS, description="where stage copied the model from (the request's model_uri)"
+    )
+    content_hash: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="the staged folder's content hash (its key in the model cache)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_lineage(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("source_uri", "content_hash"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
 
 class DatasetConfig(Contract):
@@ -354,6 +375,19 @@ def _dataset_uri(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _model_uri(value: str | None, info: ValidationInfo) -> str | None:
+    from dpo_lib.storage.uri import uri_problem
+
+    if value is None or (info.context or {}).get("resolved"):
+        return value
+    if problem := uri_problem(value, (info.context or {}).get("local_root")):
+        raise ValueError(problem)
+    return value
+
+
+DEFAULT_MODEL = "tiny"
+
+
 def _override_value(value: Any) -> Any:
     """An override's value: a string, number, boolean or null, as JSON has them."""
     if value is None or isinstance(value, bool | int):
@@ -379,7 +413,21 @@ class FinetuneRequest(Contract):
         max_length=MAX_URI_CHARS,
         description="preference data: a path under the local storage root, file:///..., or gs://bucket/path",
     )
-    model: Annotated[str, _group_option("model")] = Field("tiny", description="the base model: a configs/model/ preset")
+    model: Annotated[str, _group_option("model")] = Field(
+        DEFAULT_MODEL,
+        description="the base model: a configs/model/ preset (a local folder or a Hugging Face Hub name); "
+        "leave it at its default with model_uri",
+    )
+    model_uri: Annotated[
+        Annotated[str, Field(min_length=1, max_length=MAX_URI_CHARS), AfterValidator(_no_nul_or_surrogate)] | None,
+        AfterValidator(_model_uri),
+        WithJsonSchema({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_URI_CHARS}),
+    ] = Field(
+        None,
+        title="Model URI",
+        description="instead of a preset, a Hugging Face model folder: a path under the local storage root, "
+        "file:///..., or gs://bucket/prefix/; stage copies it once per content (the model cache)",
+    )
     loss: Annotated[str, _group_option("loss")] = Field(
         "dpo",
         description="dpo: sigmoid DPO; ipo: IPO; hinge: SLiC-style hinge; reference_free: DPO without a "
@@ -422,6 +470,15 @@ class FinetuneRequest(Contract):
         description='training config values, e.g. {"lr": 0.0001, "max_steps": 200, "loss.beta": 0.2}: '
         "any key of the training config except the groups the request chooses and the run's folders",
     )
+
+    @field_validator("model_uri")
+    @classmethod
+    def _not_with_a_preset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        model = info.data.get("model")
+        if value is not None and model is not None and model != DEFAULT_MODEL:
+            raise ValueError(f"give model or model_uri, not both (model is {model!r}; leave it at its default, "
+                             f"{DEFAULT_MODEL}, with model_uri)")  # fmt: skip
+        return value
 
     @classmethod
     def parse(cls, conf: Any, *, local_root: Path | None = None, config_dir: Path | None = None) -> FinetuneRequest:
@@ -489,7 +546,23 @@ class RunSpec(Contract):
         dataset = self.train.datasets[STAGED_DATASET].model_copy(
             update={"sha256": manifest.sha256, "format": manifest.format}
         )
-        return self.train.model_copy(update={"datasets": {**self.train.datasets, STAGED_DATASET: dataset}})
+        update: dict[str, Any] = {"datasets": {**self.train.datasets, STAGED_DATASET: dataset}}
+        if manifest.model is not None:  # the model's folder in the cache: it outlives this run's staging folder
+            update["model"] = self.train.model.model_copy(
+                update={"name_or_path": manifest.model.path, "content_hash": manifest.model.content_hash}
+            )
+        return self.train.model_copy(update=update)
+
+
+class StagedModel(Contract):
+    """The base model ``stage`` staged from ``model_uri``: its folder in the model cache and its content hash."""
+
+    uri: str
+    path: str = Field(description="the model's folder in the model cache (read-only, shared by runs)")
+    content_hash: str = Field(description="sha256 over the folder's file names, sizes and md5/crc32c digests")
+    size: int
+    files: int
+    from_cache: bool = Field(description="true: an earlier run had staged the same content; nothing was downloaded")
 
 
 class Manifest(Contract):
@@ -504,6 +577,7 @@ class Manifest(Contract):
     record_count: int
     warning_count: int
     staged_at: str
+    model: StagedModel | None = None  # set when the request names model_uri
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:

@@ -1,20 +1,25 @@
 """A fine-tune request resolved into its :class:`~dpo_lib.spec.RunSpec`: the run's folders and its
 training config, composed once. The ``validate`` task writes it; the webhook resolves it too, so
 nothing it accepts is refused later. Nothing is read from storage and nothing is written here.
+
+A request with ``model_uri`` trains the model ``stage`` puts at ``<staging_dir>/model`` (a link to
+its folder in the model cache); ``model.source_uri`` records where it comes from.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dpo_lib.config import ConfigError, build_config
 from dpo_lib.settings import Settings, path_safe
-from dpo_lib.spec import STAGED_DATASET, FinetuneRequest, RunSpec, SpecError, TrainConfig
+from dpo_lib.spec import NAME_PATTERN, STAGED_DATASET, FinetuneRequest, ModelConfig, RunSpec, SpecError, TrainConfig
 
 STAGED_SUFFIXES = (".json", ".jsonl", ".ndjson")
+STAGED_MODEL = "model"  # <staging_dir>/model: the model stage staged from model_uri
 # The pipeline sets these per run, from the request's own fields; an override must not point a
 # run at another run's folders or at arbitrary files on the worker.
 SET_BY_PIPELINE = {"exp_name", "run_dir", "model.name_or_path", "model.tokenizer_name_or_path"}
@@ -47,7 +52,8 @@ def plan_run(conf: Any, *, dag_id: str, run_id: str, settings: Settings) -> RunS
 
 
 def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Path, settings: Settings) -> TrainConfig:
-    """The request's presets, its overrides as values, and the run's own folders."""
+    """The request's presets, its overrides as values, and the run's own folders; with ``model_uri``, the
+    model stage puts beside the dataset in place of the preset's."""
     if reserved := reserved_overrides(request.overrides):
         raise ConfigError(reserved)
     groups = [f"model={request.model}", f"loss={request.loss}", f"trainer={request.trainer}",
@@ -59,7 +65,10 @@ def training_config(request: FinetuneRequest, *, dataset_path: Path, run_dir: Pa
         f"datasets.{STAGED_DATASET}.uri": str(dataset_path),
     }
     config = build_config(groups, values, config_dir=settings.config_dir, field_prefix="overrides")
-    check_model_fits(config, settings)
+    if request.model_uri is not None:
+        model = staged_model_config(request.model_uri, dataset_path.parent / STAGED_MODEL)
+        return config.model_copy(update={"model": model})
+    check_model_fits(config, settings)  # a model_uri's config.json is read by validate (models.preflight)
     return config
 
 
@@ -71,16 +80,23 @@ def reserved_overrides(overrides: Mapping[Any, Any]) -> list[tuple[str, str]]:
     return [(f"overrides.{key}", "is set by the pipeline for each run") for key in reserved]
 
 
+def staged_model_config(model_uri: str, staged: Path) -> ModelConfig:
+    """The model of a ``model_uri`` request: named after the folder, trained from its staged copy."""
+    folder = PurePosixPath(model_uri.rstrip("/")).name or "model"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", folder).lstrip("._-")[:128]
+    return ModelConfig(name=name if re.match(NAME_PATTERN, name) else "model", name_or_path=str(staged),
+                       source_uri=model_uri)  # fmt: skip
+
+
 def check_model_fits(config: TrainConfig, settings: Settings) -> None:
     """Refuse a max_length longer than the model's positions, when the model's config.json is at hand."""
+    from dpo_lib.models.preflight import positions_problem
+
     model_dir = Path(config.model.name_or_path)
     config_file = (model_dir if model_dir.is_absolute() else settings.workdir / model_dir) / "config.json"
     try:
-        positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+        config_json = json.loads(config_file.read_text())
     except (OSError, ValueError):
         return  # not local yet (staged later) or not readable: train checks it when it loads the model
-    if isinstance(positions, int) and config.max_length > positions:
-        raise SpecError(
-            [("overrides.max_length", f"{config.max_length} is more than the model takes "
-              f"({config.model.name}: max_position_embeddings {positions})")]
-        )  # fmt: skip
+    if isinstance(config_json, dict) and (problem := positions_problem(config_json, config)):
+        raise SpecError([("overrides.max_length", problem)])

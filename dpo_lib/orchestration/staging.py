@@ -1,22 +1,83 @@
 """Staging: the run's dataset copied into its own folder, validated there (one read of remote storage),
-and a manifest with its sha256 that later tasks trust; and the folder's removal.
+and, when the request names ``model_uri``, its base model staged into the model cache (keyed by
+content, so an unchanged model is not downloaded again); a manifest with their digests that later
+tasks trust; and the run folder's removal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dpo_lib.settings import Settings
-from dpo_lib.spec import STAGED_DATASET, Manifest, RunSpec, SpecError
+from dpo_lib.spec import STAGED_DATASET, Manifest, RunSpec, SpecError, StagedModel
 
 log = logging.getLogger(__name__)
 
 
-def stage_dataset(spec: RunSpec, settings: Settings) -> Manifest:
-    """Download the dataset to ``spec.dataset_path``, validate the copy, and write the manifest.
+def stage_inputs(spec: RunSpec, settings: Settings) -> Manifest:
+    """The stage task: the dataset (:func:`stage_dataset`), then the model from ``model_uri`` if the
+    request names one (:func:`stage_model`); one manifest records both. Errors as :func:`stage_dataset`'s;
+    on any failure nothing this run staged is left behind (a finished cache entry stays: it is whole).
+    """
+    if spec.request.model_uri is None:
+        return stage_dataset(spec, settings)
+    manifest = stage_dataset(spec, settings, write_manifest=False)
+    try:
+        model = stage_model(spec, settings)
+        manifest = manifest.model_copy(update={"model": model})
+        from dpo_lib.io import atomic_write_json
+
+        atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
+    except BaseException:
+        Path(spec.dataset_path).unlink(missing_ok=True)
+        if (link := Path(spec.train.model.name_or_path)).is_symlink():
+            link.unlink()
+        raise
+    return manifest
+
+
+def stage_model(spec: RunSpec, settings: Settings) -> StagedModel:
+    """The request's ``model_uri`` in the model cache, linked at ``spec.train.model.name_or_path``.
+
+    Before the weights are downloaded, config.json is checked as ``validate`` checks it (max_length,
+    the GPUs' memory). Storage outages and damaged transfers pass through to be retried; a folder
+    that is not a model, or cannot be read, is a :class:`SpecError` naming ``model_uri``.
+    """
+    from dpo_lib.models.cache import ModelCache
+    from dpo_lib.models.preflight import check_config
+    from dpo_lib.models.stage import stage_model as stage_into_cache
+    from dpo_lib.storage import StorageError, StorageUnavailable, TransferCorrupted
+
+    uri = spec.request.model_uri
+    assert uri is not None
+    cache = ModelCache(settings.model_cache)
+    for left in cache.remove_abandoned(older_than_s=2 * 60 * settings.task_timeout_min + 3600):
+        log.info("removed %s, left by a staging that was stopped", left)
+    try:
+        staged = stage_into_cache(uri, cache=cache, local_root=settings.local_storage_root,
+                                  before_download=lambda config: check_config(config, spec.train, field="model_uri"))  # fmt: skip
+    except (StorageUnavailable, TransferCorrupted):
+        raise
+    except StorageError as exc:
+        raise SpecError([("model_uri", f"cannot read the model: {exc}")], "invalid model") from None
+    link = Path(spec.train.model.name_or_path)
+    _check_inside(link.parent, settings.staging_root)
+    tmp = link.with_name(f".{link.name}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(staged.path, tmp, target_is_directory=True)
+    os.replace(tmp, link)  # atomic: a retry replaces the link of an earlier try
+    return staged
+
+
+def stage_dataset(spec: RunSpec, settings: Settings, *, write_manifest: bool = True) -> Manifest:
+    """Download the dataset to ``spec.dataset_path``, validate the copy, and write the manifest
+    (``write_manifest``: false leaves that to the caller).
 
     Idempotent: a retry downloads again over the same names. A storage outage or a transfer that went
     wrong raises :class:`~dpo_lib.storage.StorageUnavailable` or :class:`~dpo_lib.storage.TransferCorrupted`
@@ -56,9 +117,10 @@ def stage_dataset(spec: RunSpec, settings: Settings) -> Manifest:
             warning_count=report.warning_count,
             staged_at=datetime.now(UTC).isoformat(),
         )
-        from dpo_lib.io import atomic_write_json
+        if write_manifest:
+            from dpo_lib.io import atomic_write_json
 
-        atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
+            atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
     except BaseException:
         staged.unlink(missing_ok=True)
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_lib.orchestration.plan import plan_run
-from dpo_lib.orchestration.staging import cleanup_staging, stage_dataset
+from dpo_lib.orchestration.staging import cleanup_staging, stage_inputs
 from dpo_lib.settings import Settings
 from dpo_lib.spec import RunSpec
 
@@ -19,20 +19,27 @@ log = logging.getLogger(__name__)
 
 
 def validate(conf: dict[str, Any], *, dag_id: str, run_id: str) -> Path:
-    """Check the request and compose its training config; write the run spec and return its path.
+    """Check the request and compose its training config, check the base model where its config.json is
+    cheap to read (:func:`~dpo_lib.models.preflight.check_model`: the Hub, max_length, GPU memory);
+    write the run spec and return its path.
 
-    Raises :class:`~dpo_lib.spec.SpecError` (nothing is written anywhere) when either is bad.
+    Raises :class:`~dpo_lib.spec.SpecError` (nothing is written anywhere) when any is bad.
     """
-    spec = plan_run(conf, dag_id=dag_id, run_id=run_id, settings=Settings.from_env())
+    from dpo_lib.models.preflight import check_model
+
+    settings = Settings.from_env()
+    spec = plan_run(conf, dag_id=dag_id, run_id=run_id, settings=settings)
+    check_model(spec, settings)
     path = spec.write()
-    log.info("run spec %s: %s on %s, %s loss, %s trainer; run_dir %s", path, spec.request.model,
-             spec.request.dataset_uri, spec.train.loss.name, spec.train.trainer.name, spec.run_dir)  # fmt: skip
+    log.info("run spec %s: %s on %s, %s loss, %s trainer; run_dir %s", path,
+             spec.request.model_uri or spec.request.model, spec.request.dataset_uri, spec.train.loss.name,
+             spec.train.trainer.name, spec.run_dir)  # fmt: skip
     return path
 
 
 def stage(spec_path: str | Path) -> dict[str, Any]:
-    """Stage the run's dataset and validate the copy; returns the manifest."""
-    return stage_dataset(RunSpec.read(spec_path), Settings.from_env()).model_dump(mode="json")
+    """Stage the run's dataset (validating the copy) and its model_uri, if any; returns the manifest."""
+    return stage_inputs(RunSpec.read(spec_path), Settings.from_env()).model_dump(mode="json")
 
 
 def cleanup(spec_path: str | Path) -> None:
