@@ -1,4 +1,7 @@
-"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the fine-tune webhook and the health check.
+"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the fine-tune webhook, the health check and the run reports.
+
+``GET /dpo/runs`` and ``GET /dpo/runs/{dag_id}/{run_id}``: the runs list and a run's report
+(:mod:`dpo_lib.api.report`), for a bearer token or the Airflow UI's session cookie.
 
 ``POST /dpo/trigger-finetune``: the body is the fine-tune request itself (``{"dataset_uri": ...,
 "exp_name": ..., "overrides": {...}}``) and the answer is 202 once the run is queued, through
@@ -27,7 +30,7 @@ the answer is one of the statuses above, never a 500.
 they probe Airflow's own ``/api/v2/monitor/health``. Without a token it says only which
 components are healthy; the details (storage URI, errors, heartbeat, Docker URL) go to
 callers with a valid token. The app serves no OpenAPI or docs pages: every other ``/dpo``
-path is the webhook's, behind authentication, or does not exist.
+path is behind authentication, or does not exist.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def create_app() -> FastAPI:
     """The app, with no Airflow import until a request arrives (plugins load in every component)."""
     app = FastAPI(
         title="DPO pipeline",
-        description="Fine-tune webhook and health check of the DPO pipeline, served by Airflow's api-server.",
+        description="Fine-tune webhook, health check and run reports of the DPO pipeline, served by Airflow's api-server.",
         version="1",
         # No unauthenticated pages beside the health check (the request schema is in the repository).
         openapi_url=None,
@@ -62,6 +65,10 @@ def create_app() -> FastAPI:
     app.add_api_route(
         "/trigger-finetune", trigger_finetune, methods=["POST"], status_code=202, summary="Trigger dpo_finetune"
     )
+    from dpo_lib.api.report import run_report, runs_list
+
+    app.add_api_route("/runs", runs_list, methods=["GET"], summary="Recent runs and their metrics")
+    app.add_api_route("/runs/{dag_id}/{run_id:path}", run_report, methods=["GET"], summary="A run's report")
     return app
 
 
@@ -117,16 +124,40 @@ async def trigger_finetune(request: Request) -> JSONResponse:
 
 async def _authenticated_user(request: Request) -> Any:
     """The user behind the bearer token, or a 401 response."""
+    return await authenticated_user(request)
+
+
+async def authenticated_user(request: Request, *, cookie: bool = False, html: bool = False) -> Any:
+    """The user behind the bearer token (or, with ``cookie``, the Airflow UI's session cookie), or a response.
+
+    The UI keeps its JWT in the ``_token`` cookie and the browser sends it with the report's requests
+    (the UI shows the report in an iframe of the same origin): the same token, checked the same way.
+    An explicit ``Authorization`` header wins over the cookie, as in Airflow's own API. Without a valid
+    one: a 401, or with ``html`` for a browser (it accepts text/html), a redirect to Airflow's login.
+    """
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from jwt import InvalidTokenError
 
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _error(401, "a bearer token from Airflow's POST /auth/token is required")
-    try:
-        return await get_auth_manager().get_user_from_token(token.strip())
-    except InvalidTokenError as exc:  # also ExpiredSignatureError
-        return _error(401, f"the token is not valid: {exc}")
+        token = request.cookies.get(COOKIE_NAME_JWT_TOKEN, "") if cookie and not scheme else ""
+    reason = "a bearer token from Airflow's POST /auth/token is required" + (
+        " (or an Airflow UI session)" if cookie else ""
+    )
+    if token.strip():
+        try:
+            return await get_auth_manager().get_user_from_token(token.strip())
+        except InvalidTokenError as exc:  # also ExpiredSignatureError
+            reason = f"the token is not valid: {exc}"
+    if html:
+        from dpo_lib.api.report import message
+
+        login = get_auth_manager().get_url_login(next_url=str(request.url))
+        if "text/html" in request.headers.get("accept", ""):
+            return message(303, "Log in first", reason, link=("Log in to Airflow", login), location=login)
+        return message(401, "Log in first", reason, link=("Log in to Airflow", login), **{"WWW-Authenticate": "Bearer"})
+    return _error(401, reason)
 
 
 def _may_trigger(user: Any) -> bool:

@@ -1,0 +1,79 @@
+"""Where a DAG run's folder is, found from ``(dag_id, run_id)`` alone, and what the run records in it for its report.
+
+A run folder is ``$DPO_ARTIFACTS_ROOT/<exp_name>/<path_safe(run_id)>/`` (see ``plan_run``). The staging
+folder (and the run spec in it) is gone once cleanup ran, and the exp_name lives in the run's request,
+so ``validate`` leaves ``run.json`` in the run folder: its dag_id, run_id and request.
+:func:`run_dir_of` looks for that record under every experiment folder (one ``stat`` each).
+
+``stage`` leaves ``dataset.json`` beside it: the staging manifest (URI, sha256, record count) and the
+dataset's statistics from validation (valid, invalid and duplicate counts, length percentiles).
+
+Nothing here imports Airflow, torch or the trainer: the report in the api-server and the tasks both use it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dpo_lib.settings import Settings, path_safe
+
+RUN_RECORD = "run.json"
+DATASET_RECORD = "dataset.json"
+
+
+def record_run(spec: Any) -> Path:
+    """Write ``run.json`` (dag_id, run_id, exp_name, the request) into ``spec``'s run folder; returns its path."""
+    from dpo_lib.io import atomic_write_json
+
+    path = Path(spec.run_dir) / RUN_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        path,
+        {
+            "dag_id": spec.dag_id,
+            "run_id": spec.run_id,
+            "exp_name": spec.request.exp_name,
+            "run_dir": str(spec.run_dir),
+            "request": spec.request.model_dump(mode="json"),
+            "recorded_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    return path
+
+
+def record_dataset(run_dir: str | Path, manifest: Mapping[str, Any], stats: Mapping[str, Any] | None) -> Path:
+    """Write ``dataset.json`` (the staging manifest and the dataset's statistics) into ``run_dir``."""
+    from dpo_lib.io import atomic_write_json
+
+    path = Path(run_dir) / DATASET_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"manifest": dict(manifest), "stats": dict(stats) if stats is not None else None})
+    return path
+
+
+def run_dir_of(dag_id: str, run_id: str, settings: Settings | None = None) -> Path | None:
+    """The run folder of the DAG run ``(dag_id, run_id)``, or None if ``validate`` has not recorded one yet."""
+    root = (settings or Settings.from_env()).artifacts_root
+    key = path_safe(run_id)
+    try:
+        experiments = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return None
+    for experiment in experiments:
+        record = read_record(experiment / key / RUN_RECORD)
+        if record and record.get("dag_id") == dag_id and record.get("run_id") == run_id:
+            return experiment / key
+    return None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
