@@ -147,9 +147,14 @@ def build_finetune_dag(
             context = get_current_context()
             request = {**dict(context["params"]), **variable_values(runtime_variables, context, Variable.get)}
             try:
-                return str(tasks.validate(request, dag_id=dag_id, run_id=context["run_id"]))
+                spec_path = tasks.validate(request, dag_id=dag_id, run_id=context["run_id"])
             except SpecError as exc:
                 refuse("validate", exc)
+            from dpo_lib.orchestration.runs import record_run
+            from dpo_lib.spec import RunSpec
+
+            record_run(RunSpec.read(spec_path))  # the run's report finds its folder from (dag_id, run_id)
+            return str(spec_path)
 
         @task(multiple_outputs=False, **task_options("stage", settings))
         def stage(spec_path: str) -> dict:

@@ -99,7 +99,8 @@ def stage_dataset(spec: RunSpec, settings: Settings, *, write_manifest: bool = T
             raise  # an outage or a damaged transfer, not a bad request: the task's retries may outlast it
         except StorageError as exc:
             raise SpecError([("dataset_uri", f"cannot read the dataset: {exc}")], "invalid dataset") from None
-        report = open_dataset(staged, name=uri).validate()
+        dataset = open_dataset(staged, name=uri)
+        report = dataset.validate()
         if not report.ok:
             raise SpecError([("dataset_uri", f"{uri} is not a valid preference dataset\n{report.format_text()}")],
                             "invalid dataset")  # fmt: skip
@@ -124,6 +125,11 @@ def stage_dataset(spec: RunSpec, settings: Settings, *, write_manifest: bool = T
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+    from dpo_lib.orchestration.runs import record_dataset
+
+    # For the run's report (the staging folder is removed at the end): the manifest and the statistics
+    # validation gathered (get_stats reuses that pass).
+    record_dataset(spec.run_dir, manifest.model_dump(mode="json"), dataset.get_stats().to_dict())
     for warning in report.warnings:
         log.warning("dataset: %s", warning)
     log.info("staged %s -> %s (%d records, %s, sha256 %s)", uri, staged, report.record_count, report.format,
