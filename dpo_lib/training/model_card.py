@@ -54,7 +54,7 @@ def render(
         "",
         "| | |",
         "|---|---|",
-        f"| base model | `{base}` |",
+        f"| base model | `{base}`{_model_source(config)} |",
     ]
     for name, dataset in config.datasets.items():
         uri = (dataset_uris or {}).get(name, dataset.uri)
@@ -97,6 +97,14 @@ def write(
 
 def _values(values: Mapping[str, Any]) -> str:
     return " (" + ", ".join(f"{key} {value:g}" for key, value in values.items()) + ")" if values else ""
+
+
+def _model_source(config: TrainConfig) -> str:
+    model = config.model
+    if not model.source_uri:
+        return ""
+    digest = f", content hash `{model.content_hash}`" if model.content_hash else ""
+    return f", staged from `{model.source_uri}`{digest}"
 
 
 def _adapter(config: TrainConfig) -> str:

@@ -204,5 +204,9 @@ def test_the_card_of_a_merged_run_is_a_transformers_model_and_shows_the_held_out
     assert "| rewards/accuracies | 0.9000 | — |" in card
     assert "| logps/accuracies | 0.8500 | 0.4000 |" in card
     assert 'AutoModelForCausalLM.from_pretrained("/runs/card/final")' in card
+    staged = card_config("model.source_uri=gs://models/tiny", f"model.content_hash={'cd' * 32}")
+    assert f"| base model | `models/tiny`, staged from `gs://models/tiny`, content hash `{'cd' * 32}` |" in (
+        model_card.render(staged, step=3)
+    )
     full = model_card.render(card_config("loss=sft"), step=3)
     assert "| adapter | none: every weight trained |" in full and "| loss | `sft` |" in full
