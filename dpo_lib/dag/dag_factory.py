@@ -28,6 +28,8 @@ from typing import Any, NoReturn
 from airflow.sdk import DAG, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from dpo_lib.dag.assets import DATASET_ALIAS, MODEL_ALIAS
+from dpo_lib.dag.notifiers import RunNotifier
 from dpo_lib.dag.params import request_params
 from dpo_lib.dag.runners import spec_command_task
 from dpo_lib.orchestration.names import GPU_POOL
@@ -137,6 +139,7 @@ def build_finetune_dag(
         default_args={"retries": 0, "owner": "ml-platform"},
         tags=tags or ["dpo"],
         doc_md=doc_md,
+        on_failure_callback=RunNotifier("failure"),  # email through the dpo_notify Connection; none: silent
     ) as dag:
 
         @task(**task_options("validate", settings))
@@ -156,15 +159,19 @@ def build_finetune_dag(
             record_run(RunSpec.read(spec_path))  # the run's report finds its folder from (dag_id, run_id)
             return str(spec_path)
 
-        @task(multiple_outputs=False, **task_options("stage", settings))
+        @task(multiple_outputs=False, outlets=[DATASET_ALIAS], **task_options("stage", settings))
         def stage(spec_path: str) -> dict:
             """The dataset copied into the run's folder and validated there; a bad one fails here."""
+            from dpo_lib.dag.assets import emit_dataset
             from dpo_lib.orchestration import tasks
 
             try:
-                return tasks.stage(spec_path)
+                manifest = tasks.stage(spec_path)
             except SpecError as exc:
                 refuse("stage", exc)
+            context = get_current_context()
+            emit_dataset(context["outlet_events"], manifest, dag_id=dag_id, run_id=context["run_id"])
+            return manifest
 
         @task(**task_options("cleanup", settings))
         def cleanup(spec_path: str) -> None:
@@ -178,4 +185,20 @@ def build_finetune_dag(
                                   **task_options("train", settings))  # fmt: skip
         evaluate = spec_command_task("evaluate", spec_path, settings, **task_options("evaluate", settings))
         staged >> train >> evaluate >> cleanup(spec_path).as_teardown(setups=[spec_path, staged])
+    wire_promotion(dag)
     return dag
+
+
+def wire_promotion(dag: DAG) -> None:
+    """The ``promote`` task (when the DAG has one) emails each promotion and has the registered model's asset
+    alias as its outlet (it adds the event itself: :func:`dpo_lib.dag.assets.emit_model`)."""
+    promote = dag.task_dict.get("promote")
+    if promote is None:
+        return
+    callbacks = promote.on_success_callback or []
+    promote.on_success_callback = [
+        *(callbacks if isinstance(callbacks, list) else [callbacks]),
+        RunNotifier("promotion"),
+    ]
+    if MODEL_ALIAS not in promote.outlets:
+        promote.outlets = [*promote.outlets, MODEL_ALIAS]
