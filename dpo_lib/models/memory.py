@@ -80,6 +80,7 @@ def model_shape(config_json: Mapping[str, Any]) -> ModelShape:
     config = AutoConfig.for_model(model_type, **values)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # on the meta device from_config leaves tied embeddings as two tensors
     head = model.get_output_embeddings()
     linears = tuple(
         Linear(name, module.in_features, module.out_features)
