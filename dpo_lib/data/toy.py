@@ -1,4 +1,5 @@
-"""``make-toy-data PATH``: learnable toy preferences in the JSON-array ("novalto") format.
+"""``make-toy-data PATH``: learnable toy preferences in the JSON-array ("novalto") format
+(``--conversational``: the same pairs as chat messages, rendered by the model's chat template).
 
 Each prompt asks about an item; the chosen answer describes it with words from
 one vocabulary and the rejected answer with words from another. That signal is
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from dpo_lib.io import atomic_write_text
 
@@ -58,6 +60,15 @@ def make_toy_pairs(n: int = 1000, seed: int = 0) -> list[dict[str, str]]:
     return records
 
 
+def as_conversation(record: Mapping[str, str]) -> dict[str, list[dict[str, str]]]:
+    """A text pair as the conversational format's messages: the user asks, the assistant answers."""
+    return {
+        "prompt": [{"role": "user", "content": record["prompt"]}],
+        "chosen": [{"role": "assistant", "content": record["chosen"]}],
+        "rejected": [{"role": "assistant", "content": record["rejected"]}],
+    }
+
+
 def toy_corpus() -> Iterator[str]:
     """Text the tiny model's tokenizer is trained on: the toy vocabulary plus plain English."""
     words = ITEMS + PREFERRED + DISPREFERRED
@@ -73,10 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="file to write, e.g. data/dataset.json")
     parser.add_argument("-n", "--num-pairs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conversational", action="store_true", help="chat messages instead of plain text")
 
 
 def run(args: argparse.Namespace) -> int:
-    records = make_toy_pairs(args.num_pairs, args.seed)
+    records: list[Any] = make_toy_pairs(args.num_pairs, args.seed)
+    if args.conversational:
+        records = [as_conversation(record) for record in records]
     atomic_write_text(Path(args.path), json.dumps(records, indent=1) + "\n")
-    print(f"wrote {len(records)} toy preference pairs to {args.path}")
+    kind = "conversational " if args.conversational else ""
+    print(f"wrote {len(records)} {kind}toy preference pairs to {args.path}")
     return 0
