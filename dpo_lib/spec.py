@@ -415,8 +415,7 @@ class FinetuneRequest(Contract):
     )
     model: Annotated[str, _group_option("model")] = Field(
         DEFAULT_MODEL,
-        description="the base model: a configs/model/ preset (a local folder or a Hugging Face Hub name); "
-        "leave it at its default with model_uri",
+        description="the base model: a configs/model/ preset; leave it at its default with model_uri",
     )
     model_uri: Annotated[
         Annotated[str, Field(min_length=1, max_length=MAX_URI_CHARS), AfterValidator(_no_nul_or_surrogate)] | None,
@@ -425,8 +424,8 @@ class FinetuneRequest(Contract):
     ] = Field(
         None,
         title="Model URI",
-        description="instead of a preset, a Hugging Face model folder: a path under the local storage root, "
-        "file:///..., or gs://bucket/prefix/; stage copies it once per content (the model cache)",
+        description="a Hugging Face model folder instead of a preset: a path under the local storage root, "
+        "file:///... or gs://bucket/prefix/ (staged once per content)",
     )
     loss: Annotated[str, _group_option("loss")] = Field(
         "dpo",
