@@ -1,9 +1,7 @@
-"""Airflow DAG ``dpo_finetune``: validate → stage_dataset → train → evaluate, with cleanup as teardown.
+"""Airflow DAG ``dpo_finetune``: the on-demand DPO fine-tune (its user-facing docs are ``DOC_MD`` below).
 
-Trigger it with a conf such as ``{"dataset_uri": "gs://bucket/prefs.jsonl", "exp_name": "exp1",
-"overrides": {"max_steps": 200}}`` (REST: ``POST /api/v2/dags/dpo_finetune/dagRuns``; webhook:
-``POST /dpo/trigger-finetune``). Only wiring lives here: the task graph is built by
-``dpo_lib.dag.dag_factory``, shared with ``dpo_nightly``; nothing here imports torch.
+Only wiring lives here: the task graph is built by ``dpo_lib.dag.dag_factory``, shared with
+``dpo_nightly``; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -12,4 +10,44 @@ from __future__ import annotations
 from dpo_lib.dag.dag_factory import build_finetune_dag
 from dpo_lib.orchestration.names import FINETUNE_DAG_ID
 
-dag = build_finetune_dag(FINETUNE_DAG_ID, doc_md=__doc__)
+DOC_MD = """
+### DPO fine-tune
+
+Teaches a language model which of two answers people prefer. You give it **preference data**: records of
+a `prompt`, a `chosen` answer and a `rejected` one. The run fine-tunes the base model with Direct
+Preference Optimization, so it favours answers like the chosen ones, and measures the result on pairs it
+held out from training, next to the untouched base model (the *reference*).
+
+**Run it** with *Trigger* and a JSON conf; every field has a default, and the form describes each one:
+
+```json
+{"dataset_uri": "gs://my-bucket/prefs.jsonl", "exp_name": "nov", "overrides": {"max_steps": 200}}
+```
+
+`dataset_uri` is your data (`gs://bucket/path`, or a path on the Airflow workers' storage), `model`,
+`loss` and `trainer` pick what to train and how, and `overrides` sets any training value (learning rate,
+steps, β…). Scripts can trigger it too: `POST /dpo/trigger-finetune` or Airflow's REST API.
+
+**What happens**, task by task:
+
+1. `validate` checks your request; a bad field fails here, named, before anything is copied.
+2. `stage` copies the dataset and checks every record; bad data fails here, naming the record.
+3. `train` fine-tunes the model. If it is interrupted, Airflow retries it and it resumes from its last checkpoint.
+4. `evaluate` measures the model and the reference on the held-out pairs.
+5. `promote` (when the run registers a model) makes it the new champion only if it beats the current one.
+6. `cleanup` removes the run's temporary copy of the data, whatever happened before.
+
+**Results**: open this run's **DPO report** tab (at the top of the run's page): loss, reward accuracy
+and margin curves, the evaluation table (your model, the reference, the champion), the promotion
+decision, the dataset's statistics, the resolved config, and answers of each model to held-out prompts,
+side by side. **Browse → DPO runs** compares recent runs in one table. The files are in the run folder,
+`<artifacts root>/<exp_name>/<run id>/`: the model in `final/` (with a model card), `metrics.json`,
+`config.json`.
+
+A failed run and each promotion are emailed when the Airflow Connection `dpo_notify` is set up. The
+dataset appears on the **Assets** page each time its content changes.
+
+Owner: `ml-platform`.
+"""
+
+dag = build_finetune_dag(FINETUNE_DAG_ID, doc_md=DOC_MD)

@@ -5,7 +5,9 @@
 #   tests/provision-host.sh --check   only say what is missing (exit 1 if anything is)
 #
 # The tests run real daemons: Docker (images built offline from a debootstrapped base), PostgreSQL
-# and Redis (tests/system/celery, tests/faults/test_service_faults.py), and `docker-compose config`.
+# and Redis (tests/system/celery, tests/faults/test_service_faults.py), `docker-compose config`, and
+# Debian's Chromium, which Playwright drives to open the run report in the Airflow UI (tests/integration/ui;
+# Playwright's own browser downloads are never used).
 # Their fixtures only check that these commands exist and fail naming this script when they don't;
 # they start (and stop) the daemons themselves, on free loopback ports, so nothing installed here is
 # left running: services the packages would start are held back while installing.
@@ -26,6 +28,7 @@ docker-compose                           docker-compose  tests/system/docker/tes
 /usr/lib/postgresql/*/bin/postgres       postgresql      tests/system/celery, tests/faults/test_service_faults.py
 /usr/lib/postgresql/*/bin/initdb         postgresql      the same: a throwaway cluster per test module
 redis-server                             redis-server    tests/system/celery: the Celery broker
+chromium                                 chromium        tests/integration/ui: the browser Playwright drives (headless)
 TABLE
 
 check_only=false

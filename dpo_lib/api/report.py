@@ -118,6 +118,7 @@ def run_page(dag_id: str, run_id: str, run: AirflowRun | None, settings: Setting
         stored_uri=report_data.stored_model_uri(folder),
         mlflow_url=report_data.tracking_url(folder.tracking),
         tracking=folder.tracking,
+        tracking_store=report_data.without_credentials((folder.tracking or {}).get("tracking_uri")),
         samples=folder.samples,
         config=folder.config,
         runs_url=f"{base}/dpo/runs",
@@ -210,9 +211,10 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _base(request: Request) -> str:
-    from dpo_lib.api.webhook import _base_url
-
-    return _base_url(request)
+    """Airflow's root path as this request reached it (``""``, or a prefix such as ``/airflow``): the pages'
+    links stay on the host and scheme the browser used, where its session cookie is sent."""
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    return root.removesuffix("/dpo")
 
 
 def _headers() -> dict[str, str]:

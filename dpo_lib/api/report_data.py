@@ -177,6 +177,23 @@ def tracking_url(tracking: dict[str, Any] | None) -> str | None:
     return None
 
 
+def without_credentials(uri: Any) -> str | None:
+    """``uri`` without a user or password in it (``https://user:token@host`` is ``https://host``), nor a query."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not isinstance(uri, str):
+        return None
+    try:
+        parts = urlsplit(uri)
+        if "@" not in parts.netloc and not parts.query:
+            return uri
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "(not shown)"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def stored_model_uri(folder: RunFolder) -> str | None:
     """Where the model was uploaded (the request's ``output_uri``, as tracking or promotion recorded it)."""
     for source in (folder.promotion, folder.tracking, folder.request):

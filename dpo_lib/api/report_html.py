@@ -97,7 +97,8 @@ _RUN = """{% extends "layout" %}{% block body %}
  "README.md" in final_files %}, model card <code>README.md</code>{% endif %}){% else %}not saved yet{% endif %}</td></tr>
 <tr><th>stored model</th><td>{% if stored_uri %}<code>{{ stored_uri }}</code>{% else %}not uploaded{% endif %}</td></tr>
 <tr><th>MLflow run</th><td>{% if mlflow_url %}<a href="{{ mlflow_url }}" target="_blank" rel="noopener">{{ mlflow_url }}</a>
-{% elif tracking %}<code>{{ show(tracking) }}</code>{% else %}not tracked{% endif %}</td></tr></table>
+{% elif tracking %}run <code>{{ tracking.run_id }}</code> in experiment <code>{{ tracking.experiment_name or
+ tracking.experiment_id }}</code> at <code>{{ tracking_store }}</code>{% else %}not tracked{% endif %}</td></tr></table>
 
 <h2>Generations on held-out prompts</h2>
 {% if samples %}<table class="samples" id="samples"><tr><th>prompt</th><th>reference</th><th>champion</th><th>policy</th></tr>

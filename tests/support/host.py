@@ -44,3 +44,12 @@ def require_commands(*commands: str) -> None:
 
 def found(command: str) -> bool:
     return bool(glob.glob(command)) if command.startswith("/") else shutil.which(command) is not None
+
+
+CHROMIUM = "chromium"  # Debian's package: tests/integration/ui drives it with Playwright (no browser download)
+
+
+def chromium_executable() -> str:
+    """The path of Debian's Chromium for Playwright's ``executable_path``; fails naming the script if it is missing."""
+    require_commands(CHROMIUM)
+    return str(shutil.which(CHROMIUM))

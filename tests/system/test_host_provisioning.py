@@ -13,10 +13,10 @@ from tests.support import docker_host, host
 def test_the_script_installs_every_command_the_fixtures_require():
     table = host.provisioned_commands()
     required = {*docker_host.COMMANDS, "docker-compose", "redis-server", "/usr/lib/postgresql/*/bin/postgres",
-                "/usr/lib/postgresql/*/bin/initdb"}  # fmt: skip
+                "/usr/lib/postgresql/*/bin/initdb", host.CHROMIUM}  # fmt: skip
     assert required <= set(table), required - set(table)
     assert set(table.values()) == {"docker.io", "debootstrap", "python3-venv", "docker-compose", "postgresql",
-                                   "redis-server"}  # fmt: skip
+                                   "redis-server", "chromium"}  # fmt: skip
 
 
 def test_this_machine_is_provisioned_and_the_check_needs_no_root():

@@ -130,6 +130,16 @@ def test_files_of_the_wrong_shape_count_as_not_there(tmp_path):
     assert "<svg" not in html and "No logged steps yet" in html  # no finite value to draw
 
 
+def test_a_tracking_store_is_shown_without_its_credentials(tmp_path):
+    run_dir = write_run(tmp_path / "runs")
+    record = {"tracking_uri": "https://bot:s3cret-token@mlflow.test/?key=s3cret-key", "experiment_id": "1",
+              "experiment_name": "dpo", "run_id": "r1", "ui_url": None}  # fmt: skip
+    (run_dir / "tracking.json").write_text(json.dumps(record))
+    html = report.run_page(DAG, RUN, airflow_run(), settings(tmp_path), BASE)
+    assert "<code>https://mlflow.test/</code>" in html and "<code>r1</code>" in html
+    assert "s3cret" not in html
+
+
 def test_the_run_folder_is_found_from_dag_and_run_id_alone(tmp_path):
     root = tmp_path / "runs"
     run_dir = write_run(root, exp="b")
