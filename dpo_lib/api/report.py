@@ -116,6 +116,7 @@ def run_page(dag_id: str, run_id: str, run: AirflowRun | None, settings: Setting
         request=folder.request,
         final_files=folder.final_files,
         stored_uri=report_data.stored_model_uri(folder),
+        registered=report_data.registered_version(folder),
         mlflow_url=report_data.tracking_url(folder.tracking),
         tracking=folder.tracking,
         tracking_store=report_data.without_credentials((folder.tracking or {}).get("tracking_uri")),

@@ -32,7 +32,8 @@ FILES = {
     "config.json": "train",
     "history.jsonl": "train",
     "metrics.json": "train and evaluate",
-    "samples.json": "evaluate",
+    "publish.json": "publish",
+    "samples.json": "compare",
     "promotion.json": "promote",
     "tracking.json": "train (MLflow tracking)",
 }
@@ -55,6 +56,7 @@ class RunFolder:
     history: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     promotion: dict[str, Any] | None = None
+    publish: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
     final_files: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -74,6 +76,7 @@ def read_run_folder(path: Path | None) -> RunFolder:
     folder.config = read_record(path / "config.json")
     folder.metrics = read_record(path / "metrics.json")
     folder.promotion = read_record(path / "promotion.json")
+    folder.publish = read_record(path / "publish.json")
     folder.tracking = read_record(path / "tracking.json")
     folder.history = read_history(path / "history.jsonl")
     folder.samples = read_samples(path / "samples.json")
@@ -86,6 +89,7 @@ def read_run_folder(path: Path | None) -> RunFolder:
         "config.json": folder.config,
         "history.jsonl": folder.history or None,
         "metrics.json": folder.metrics,
+        "publish.json": folder.publish,
         "samples.json": folder.samples or None,
         "promotion.json": folder.promotion,
         "tracking.json": folder.tracking,
@@ -196,10 +200,19 @@ def without_credentials(uri: Any) -> str | None:
 
 def stored_model_uri(folder: RunFolder) -> str | None:
     """Where the model was uploaded (the request's ``output_uri``, as tracking or promotion recorded it)."""
-    for source in (folder.promotion, folder.tracking, folder.request):
+    for source in (folder.publish, folder.promotion, folder.tracking, folder.request):
         for key in ("model_uri", "uploaded_uri", "output_uri"):
             if isinstance((source or {}).get(key), str):
                 return source[key]
+    return None
+
+
+def registered_version(folder: RunFolder) -> str | None:
+    """``<registered model> version <n>``, as publish registered it."""
+    published = folder.publish or {}
+    name, version = published.get("registered_model_name"), published.get("version")
+    if isinstance(name, str) and version is not None:
+        return f"{name} version {version}"
     return None
 
 

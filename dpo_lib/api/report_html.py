@@ -73,9 +73,9 @@ _RUN = """{% extends "layout" %}{% block body %}
 {% if promotion %}<p id="promotion">Decision: <span class="state {{ promotion.decision }}">{{ promotion.decision or "?" }}</span>
 {% if promotion.reason %}: {{ promotion.reason }}{% endif %}</p>
 <table>{% for key in ("metric", "min_delta", "challenger", "champion") if key in promotion %}
-<tr><th>{{ key }}</th><td>{{ show(promotion[key]) }}</td></tr>{% endfor %}
-{% for key, value in promotion.items() if key not in ("decision", "reason", "metric", "min_delta", "challenger", "champion") %}
-<tr><th>{{ key }}</th><td>{{ show(value) }}</td></tr>{% endfor %}</table>
+<tr><th>{{ key }}</th><td>{{ model_value(promotion[key]) }}</td></tr>{% endfor %}
+{% for key, value in promotion.items() if key not in ("decision", "reason", "metric", "min_delta", "challenger",
+ "champion", "versions") %}<tr><th>{{ key }}</th><td>{{ show(value) }}</td></tr>{% endfor %}</table>
 {% else %}<p class="muted">No promotion decision (<code>promotion.json</code>) yet.</p>{% endif %}
 
 <h2>Dataset</h2>
@@ -95,7 +95,8 @@ _RUN = """{% extends "layout" %}{% block body %}
 <tr><th>run folder</th><td>{% if run_dir %}<code>{{ run_dir }}</code>{% else %}not created yet{% endif %}</td></tr>
 <tr><th>final model</th><td>{% if final_files %}<code>{{ run_dir }}/final/</code> ({{ final_files | length }} files{% if
  "README.md" in final_files %}, model card <code>README.md</code>{% endif %}){% else %}not saved yet{% endif %}</td></tr>
-<tr><th>stored model</th><td>{% if stored_uri %}<code>{{ stored_uri }}</code>{% else %}not uploaded{% endif %}</td></tr>
+<tr><th>stored model</th><td>{% if stored_uri %}<code>{{ stored_uri }}</code>{% else %}not uploaded yet{% endif %}</td></tr>
+<tr><th>registered model</th><td>{% if registered %}<code>{{ registered }}</code>{% else %}not registered yet{% endif %}</td></tr>
 <tr><th>MLflow run</th><td>{% if mlflow_url %}<a href="{{ mlflow_url }}" target="_blank" rel="noopener">{{ mlflow_url }}</a>
 {% elif tracking %}run <code>{{ tracking.run_id }}</code> in experiment <code>{{ tracking.experiment_name or
  tracking.experiment_id }}</code> at <code>{{ tracking_store }}</code>{% else %}not tracked{% endif %}</td></tr></table>
@@ -143,7 +144,7 @@ def _environment() -> Any:
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
     )
-    env.globals.update(fmt=fmt, show=show, pretty=pretty, style=_STYLE)
+    env.globals.update(fmt=fmt, show=show, pretty=pretty, model_value=model_value, style=_STYLE)
     return env
 
 
@@ -169,6 +170,16 @@ def show(value: Any) -> str:
     if isinstance(value, float):
         return fmt(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def model_value(value: Any) -> str:
+    """A promotion.json entry: a number, ``null`` (no champion yet), or ``{"version", "value", ...}``."""
+    if value is None:
+        return "none yet"
+    if isinstance(value, dict) and "value" in value:
+        version = f"version {value['version']}: " if value.get("version") is not None else ""
+        return f"{version}{fmt(value['value'])}"
+    return show(value)
 
 
 def pretty(value: Any) -> str:

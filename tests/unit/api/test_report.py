@@ -57,9 +57,13 @@ def write_run(root: Path, *, dag_id: str = DAG, run_id: str = RUN, exp: str = "e
         "eval": {"loss": 0.31, "rewards/accuracies": 0.9375, "rewards/margins": 0.8, "logps/accuracies": 0.9,
                  "reference": {"loss": 0.6931, "logps/accuracies": 0.5}},
     }))  # fmt: skip
+    (run_dir / "publish.json").write_text(json.dumps({"output_uri": "gs://prefs/runs/exp1/x/", "version": "4",
+                                                      "registered_model_name": "exp1"}))  # fmt: skip
     (run_dir / "promotion.json").write_text(json.dumps({
-        "metric": "rewards/accuracies", "min_delta": 0.01, "challenger": 0.9375,
-        "champion": {"version": 3, "metrics": {"rewards/accuracies": 0.8, "loss": 0.4}},
+        "metric": "rewards/accuracies", "min_delta": 0.01, "registered_model_name": "exp1",
+        "challenger": {"version": "4", "value": 0.9375, "metrics": {"rewards/accuracies": 0.9375}},
+        "champion": {"version": "3", "value": 0.8, "metrics": {"rewards/accuracies": 0.8, "loss": 0.4}},
+        "versions": {"challenger": "4", "champion": "3"},
         "decision": "promoted", "reason": "0.9375 beats the champion's 0.8 by more than 0.01",
     }))  # fmt: skip
     (run_dir / "tracking.json").write_text(json.dumps({"tracking_uri": "file:///mlruns", "experiment_id": "1",
@@ -89,6 +93,8 @@ def test_a_finished_run_shows_every_part_of_its_report(tmp_path):
     assert "<th>policy</th><th>reference</th><th>champion</th>" in eval_table
     assert "0.9375" in eval_table and "0.6931" in eval_table and "0.8" in eval_table
     assert 'class="state promoted"' in html and "beats the champion" in html
+    assert "<td>version 4: 0.9375</td>" in html and "<td>version 3: 0.8</td>" in html
+    assert "<code>gs://prefs/runs/exp1/x/</code>" in html and "<code>exp1 version 4</code>" in html
     assert "ab" * 32 in html and "30.25" in html and "1 duplicates" in html
     assert 'href="http://mlflow.test/#/runs/r1"' in html
     assert "&lt;b&gt;4&lt;/b&gt;" in html and "<b>4</b>" not in html  # generations are escaped
@@ -101,7 +107,7 @@ def test_a_run_in_flight_shows_what_exists_and_names_what_is_not_there_yet(tmp_p
     html = report.run_page(DAG, RUN, airflow_run("running"), settings(tmp_path), BASE)
 
     missing = html.split('id="missing"', 1)[1].split("</p>", 1)[0]
-    for name in ("dataset.json", "metrics.json", "samples.json", "promotion.json", "tracking.json"):
+    for name in ("dataset.json", "metrics.json", "publish.json", "samples.json", "promotion.json", "tracking.json"):
         assert f"<code>{name}</code>" in missing
     assert "config.json" not in missing and "history.jsonl" not in missing
     assert html.count("<svg") == 3  # the torn last line of history.jsonl is skipped

@@ -109,9 +109,11 @@ def test_a_promotion_is_emailed_and_a_kept_champion_is_not(inbox, monkeypatch, t
     run_dir = tmp_path / "exp" / path_safe(RUN)
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"dag_id": "dpo_finetune", "run_id": RUN}))
-    promotion = {"metric": "rewards/accuracies", "min_delta": 0.01, "challenger": 0.9375,
-                 "champion": {"metrics": {"rewards/accuracies": 0.8}}, "registered_model_name": "dpo-tiny",
-                 "versions": {"challenger": 4, "champion": 3}, "decision": "promoted", "reason": "better by 0.1375"}  # fmt: skip
+    promotion = {"metric": "rewards/accuracies", "min_delta": 0.01, "registered_model_name": "dpo-tiny",
+                 "challenger": {"version": "4", "value": 0.9375, "metrics": {"rewards/accuracies": 0.9375}},
+                 "champion": {"version": "3", "value": 0.8, "metrics": {"rewards/accuracies": 0.8}},
+                 "versions": {"challenger": "4", "champion": "3"}, "decision": "promoted",
+                 "reason": "better by 0.1375"}  # fmt: skip
     context = {"dag": a_dag(), "run_id": RUN, "ti": SimpleNamespace(task_id="promote")}
 
     for decision in ("promoted", "kept", "first"):
