@@ -58,7 +58,7 @@ async def run_report(request: Request, dag_id: str, run_id: str) -> HTMLResponse
     if not await run_in_threadpool(may_read, user, dag_id):
         return message(403, "Forbidden", f"{user.get_name()} may not read the runs of {dag_id}.")
     run = await run_in_threadpool(airflow_run, dag_id, run_id)
-    html = await run_in_threadpool(run_page, dag_id, run_id, run, Settings.from_env(), _base(request))
+    html = await run_in_threadpool(run_page, dag_id, run_id, run, Settings.from_env(), _base(request), framed(request))
     if html is None:
         return message(404, "Not found", f"{dag_id} has no run {run_id}.")
     return HTMLResponse(html, headers=_headers())
@@ -80,8 +80,13 @@ async def runs_list(request: Request) -> HTMLResponse:
 # -- pages (no Airflow import: unit tests call these with runs of their own) ---------------------------
 
 
-def run_page(dag_id: str, run_id: str, run: AirflowRun | None, settings: Settings, base: str) -> str | None:
-    """The report's HTML; None when neither Airflow nor the artifacts root knows the run."""
+def run_page(
+    dag_id: str, run_id: str, run: AirflowRun | None, settings: Settings, base: str, framed: bool = False
+) -> str | None:
+    """The report's HTML; None when neither Airflow nor the artifacts root knows the run.
+
+    ``framed``: shown in the Airflow UI's iframe, whose sandbox forbids navigating the top window or opening
+    a new one, so the page leaves out its link back to the run in Airflow and opens MLflow in the frame."""
     from dpo_lib.api.report_plots import curve_svg
 
     run_dir = run_dir_of(dag_id, run_id, settings) if dag_id in DPO_DAG_IDS else None
@@ -99,6 +104,7 @@ def run_page(dag_id: str, run_id: str, run: AirflowRun | None, settings: Setting
     return render(
         "run",
         title=f"DPO report: {run_id}",
+        framed=framed,
         dag_id=dag_id,
         run_id=run_id,
         is_dpo_dag=dag_id in DPO_DAG_IDS,
@@ -137,6 +143,11 @@ def runs_page(dag_ids: list[str], runs: list[AirflowRun], settings: Settings, ba
             "report_url": report_url(base, run.dag_id, run.run_id),
         })  # fmt: skip
     return render("runs", title="DPO runs", rows=rows, dag_ids=dag_ids)
+
+
+def framed(request: Request) -> bool:
+    """Whether the browser loads this page into a frame (``Sec-Fetch-Dest: iframe``): the UI's report tab."""
+    return request.headers.get("sec-fetch-dest", "") in ("iframe", "frame")
 
 
 def report_url(base: str, dag_id: str, run_id: str) -> str:

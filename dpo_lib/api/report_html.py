@@ -32,6 +32,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .samples td { width: 25%; } .samples pre { white-space: pre-wrap; word-break: break-word; margin: 0; }
 details pre { background: var(--card); padding: 8px; overflow: auto; max-height: 480px; }
 a { color: #1565c0; }
+#runs { font-size: 13px; } #runs td { white-space: nowrap; } #runs td:first-child { white-space: normal;
+  word-break: break-all; max-width: 22em; }
 """
 
 _LAYOUT = """<!doctype html>
@@ -45,7 +47,7 @@ _RUN = """{% extends "layout" %}{% block body %}
 <div class="muted"><code>{{ dag_id }}</code> · <code>{{ run_id }}</code>
  · run <span class="state {{ state }}" id="run-state">{{ state or "unknown" }}</span>
  {% if exp_name %} · experiment <code>{{ exp_name }}</code>{% endif %}
- · <a href="{{ runs_url }}">all runs</a> · <a href="{{ airflow_url }}" target="_top">open in Airflow</a></div>
+ · <a href="{{ runs_url }}">all runs</a>{% if not framed %} · <a href="{{ airflow_url }}">open in Airflow</a>{% endif %}</div>
 {% if not is_dpo_dag %}<p class="note">{{ dag_id }} is not a DPO fine-tune DAG: there is no report for its runs.</p>
 {% else %}
 {% if missing %}<p class="note" id="missing">Not there yet: {% for name, writer in missing %}<code>{{ name }}</code>
@@ -97,7 +99,8 @@ _RUN = """{% extends "layout" %}{% block body %}
  "README.md" in final_files %}, model card <code>README.md</code>{% endif %}){% else %}not saved yet{% endif %}</td></tr>
 <tr><th>stored model</th><td>{% if stored_uri %}<code>{{ stored_uri }}</code>{% else %}not uploaded yet{% endif %}</td></tr>
 <tr><th>registered model</th><td>{% if registered %}<code>{{ registered }}</code>{% else %}not registered yet{% endif %}</td></tr>
-<tr><th>MLflow run</th><td>{% if mlflow_url %}<a href="{{ mlflow_url }}" target="_blank" rel="noopener">{{ mlflow_url }}</a>
+<tr><th>MLflow run</th><td>{% if mlflow_url %}<a href="{{ mlflow_url }}"{% if not framed %} target="_blank"{% endif %}
+ rel="noopener noreferrer">{{ mlflow_url }}</a>
 {% elif tracking %}run <code>{{ tracking.run_id }}</code> in experiment <code>{{ tracking.experiment_name or
  tracking.experiment_id }}</code> at <code>{{ tracking_store }}</code>{% else %}not tracked{% endif %}</td></tr></table>
 
@@ -132,7 +135,7 @@ Eval numbers are on held-out pairs; "ref. acc." is the reference model's own pre
 {% endblock %}"""
 
 _MESSAGE = """{% extends "layout" %}{% block body %}<h1>{{ title }}</h1><p id="message">{{ text }}</p>
-{% if link %}<p><a href="{{ link[1] }}" target="_top">{{ link[0] }}</a></p>{% endif %}{% endblock %}"""
+{% if link %}<p><a href="{{ link[1] }}">{{ link[0] }}</a></p>{% endif %}{% endblock %}"""
 
 
 @cache

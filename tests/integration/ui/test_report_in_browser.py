@@ -126,6 +126,7 @@ def test_the_report_tab_of_a_finished_run_shows_its_curves_in_the_airflow_ui(ser
             expect(report.locator("#tasks")).to_contain_text("evaluate")
             expect(report.locator("#eval")).to_contain_text("reference")
             expect(report.locator("#dataset")).to_contain_text("small.json")
+            expect(report.get_by_text("open in Airflow")).to_have_count(0)  # the tab's sandbox: no way out
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot of the report tab: {shot}")
 

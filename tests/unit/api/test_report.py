@@ -100,6 +100,11 @@ def test_a_finished_run_shows_every_part_of_its_report(tmp_path):
     assert "&lt;b&gt;4&lt;/b&gt;" in html and "<b>4</b>" not in html  # generations are escaped
     assert "model card <code>README.md</code>" in html
     assert f'href="{BASE}/dags/{DAG}/runs/manual__2026-01-02T03%3A04%3A05%2B00%3A00_abcd1234"' in html
+    assert 'target="_blank"' in html and 'target="_top"' not in html
+
+    # In the UI's tab: an iframe whose sandbox lets no link leave it, so none tries to.
+    framed = report.run_page(DAG, RUN, airflow_run(), settings(tmp_path), BASE, framed=True)
+    assert "open in Airflow" not in framed and "target=" not in framed and framed.count("<svg") == 3
 
 
 def test_a_run_in_flight_shows_what_exists_and_names_what_is_not_there_yet(tmp_path):
