@@ -244,3 +244,22 @@ def test_a_report_is_403_without_read_access_and_404_for_no_such_run(client):
     answer = client.get("/runs", headers=headers)
     assert answer.status_code == 200 and "promoted" in answer.text
     assert client.get("/runs").status_code == 401
+
+
+def test_the_plugin_puts_a_report_tab_on_each_run_and_the_runs_list_in_the_navigation():
+    import importlib.util
+
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("dpo_plugin", REPO / "plugins" / "dpo_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    views = {view["destination"]: ExternalViewResponse(**view) for view in module.DpoPlugin.external_views}
+    assert views["dag_run"].href == "dpo/runs/{DAG_ID}/{RUN_ID}"  # relative: the UI resolves it under its base URL
+    assert views["nav"].href == "dpo/runs" and views["nav"].category == "browse"
+    (app,) = module.DpoPlugin.fastapi_apps
+    assert app["url_prefix"] == "/dpo"
+    paths = {route.path for route in app["app"].routes}
+    assert {"/runs", "/runs/{dag_id}/{run_id:path}", "/trigger-finetune", "/health"} <= paths
