@@ -81,7 +81,7 @@ def test_the_readme_example_dag_parses_and_is_scheduled_on_the_asset_stage_emits
     from airflow.dag_processing.dagbag import DagBag
 
     readme = (REPO / "README.md").read_text()
-    (example,) = re.findall(r"```python\n(from airflow\.sdk import .*?Asset\(.*?)```", readme, re.S)
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "schedule=Asset(" in block]
     (tmp_path / "on_new_prefs.py").write_text(example)
     dagbag = DagBag(dag_folder=str(tmp_path))
     assert dagbag.import_errors == {}
