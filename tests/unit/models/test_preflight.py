@@ -65,8 +65,8 @@ def test_a_run_that_cannot_fit_fails_with_the_numbers_and_what_would_fit(setting
         preflight.check_config(LLAMA3_8B, train, field="model_uri", gpus=[80 * GIB])
     ((field, reason),) = info.value.problems
     assert field == "model_uri"
-    assert reason.startswith("needs ≈ 169 GiB per GPU for full fine-tuning of 8.03B parameters (weights, gradients")
-    assert "this worker has 1 GPU of 80 GiB: use adapter=lora (≈ 44 GiB per GPU)" in reason
+    assert reason.startswith("needs ≈ 173 GiB per GPU for full fine-tuning of 8.03B parameters (weights, gradients")
+    assert "this worker has 1 GPU of 80 GiB: use adapter=lora (≈ 48 GiB per GPU)" in reason
 
 
 def test_fsdp_is_suggested_where_lora_alone_does_not_fit(settings):
