@@ -411,7 +411,8 @@ class FinetuneRequest(Contract):
         title="Dataset URI",
         min_length=1,
         max_length=MAX_URI_CHARS,
-        description="preference data: a path under the local storage root, file:///..., or gs://bucket/path",
+        description="your preference data, records of a prompt, a chosen and a rejected answer: a path under "
+        "the local storage root, file:///..., or gs://bucket/path",
     )
     model: Annotated[str, _group_option("model")] = Field(
         DEFAULT_MODEL,
@@ -429,13 +430,16 @@ class FinetuneRequest(Contract):
     )
     loss: Annotated[str, _group_option("loss")] = Field(
         "dpo",
-        description="dpo: sigmoid DPO; ipo: IPO; hinge: SLiC-style hinge; reference_free: DPO without a "
-        "reference model; sft: supervised fine-tuning on the chosen completions",
+        description="dpo: standard DPO, a sigmoid loss on how much more than the reference the model prefers "
+        "the chosen answer; ipo: IPO, a squared loss that is harder to overfit; hinge: SLiC's hinge loss on that "
+        "margin; reference_free: DPO without a reference model (less memory); sft: plain supervised "
+        "fine-tuning on the chosen answers",
     )
     trainer: Annotated[str, _group_option("trainer")] = Field(
         "basic",
-        description="basic: one process, one device; fsdp: FSDP2 over every visible GPU; "
-        "tensor_parallel: tensor parallel over every visible GPU",
+        description="basic: one process on one device (the CPU or one GPU); fsdp: FSDP2, the weights sharded "
+        "over every visible GPU, for models too big for one; tensor_parallel: each layer split across every "
+        "visible GPU",
     )
     adapter: Annotated[str, _group_option("adapter")] = Field(
         "none",
