@@ -65,6 +65,23 @@ def test_the_request_chooses_an_adapter_preset_and_the_plan_composes_it(tmp_path
     assert [field for field, _ in info.value.problems] == ["adapter"]
 
 
+def test_the_json_schemas_know_the_adapter():
+    import json
+
+    import jsonschema
+
+    from tests.conftest import REPO
+
+    schemas = REPO / "configs" / "schemas"
+    request = json.loads((schemas / "request.schema.json").read_text())
+    assert request["properties"]["adapter"]["enum"] == ["lora", "none"]
+    assert jsonschema.Draft202012Validator(request).is_valid({"adapter": "lora"})
+    assert not jsonschema.Draft202012Validator(request).is_valid({"adapter": "qlora"})
+    config = json.loads((schemas / "config.schema.json").read_text())
+    for overrides in (["adapter=lora", "adapter.target_modules=[q_proj]", "trainer=fsdp"], ["adapter=none"]):
+        jsonschema.validate(compose_config(["exp_name=x", *overrides]).model_dump(mode="json"), config)
+
+
 # ---- merging, checkpoint files, the frozen head --------------------------------------------------
 
 
@@ -101,6 +118,7 @@ def test_merged_state_dict_matches_peft_merge_and_unload():
     assert merged["lm_head.weight"].data_ptr() == merged["model.embed_tokens.weight"].data_ptr()
 
 
+@pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")  # peft's, for the refused embed_tokens
 def test_adapters_only_on_the_named_linear_layers_and_all_linear_leaves_the_head_alone():
     some = lora_model(LoRAConfig(target_modules=["q_proj", "v_proj"]))
     adapted = {name.split(".lora_A")[0].rsplit(".", 1)[-1] for name, _ in some.named_parameters() if "lora_A" in name}
