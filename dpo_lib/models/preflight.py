@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,24 +129,26 @@ def _what_would_fit(shape: Any, train: TrainConfig, gpus: list[int]) -> str:
     """The first of these changes, taken in turn, after which the run fits."""
     from dpo_lib.models.memory import gib
 
-    changes: list[tuple[str, dict[str, Any]]] = []
+    changes: list[tuple[str, Callable[[TrainConfig], TrainConfig]]] = []
     if train.adapter.name == "none":
-        changes.append(("adapter=lora", {"adapter": LoRAConfig()}))
+        changes.append(("adapter=lora", lambda c: c.model_copy(update={"adapter": LoRAConfig()})))
     if train.trainer.name == "basic" and len(gpus) > 1:
-        trainer = FSDPTrainerConfig.model_validate(train.trainer.model_dump(exclude={"name"}))
-        changes.append(("trainer=fsdp", {"trainer": trainer}))
+        fsdp = FSDPTrainerConfig.model_validate(train.trainer.model_dump(exclude={"name"}))
+        changes.append(("trainer=fsdp", lambda c: c.model_copy(update={"trainer": fsdp})))
     if not train.trainer.activation_checkpointing:
-        changes.append(("trainer.activation_checkpointing=true", {"trainer": "checkpointing"}))
+        checkpointing = {"activation_checkpointing": True}
+        changes.append(("trainer.activation_checkpointing=true",
+                        lambda c: c.model_copy(update={"trainer": c.trainer.model_copy(update=checkpointing)})))  # fmt: skip
     if train.batch_size > 1:
-        changes.append(("batch_size=1 (gradient_accumulation_steps makes up the rest)", {"batch_size": 1}))
+        changes.append(("batch_size=1 (gradient_accumulation_steps makes up the rest)",
+                        lambda c: c.model_copy(update={"batch_size": 1})))  # fmt: skip
     chosen, config = [], train
-    for words, update in changes:
-        if update.get("trainer") == "checkpointing":
-            update = {"trainer": config.trainer.model_copy(update={"activation_checkpointing": True})}
-        config = config.model_copy(update=update)
+    for words, change in changes:
+        config = change(config)
         chosen.append(words)
-        estimate = _estimate(shape, config, _gpus_used(config, gpus))
-        if estimate.total <= min(_gpus_used(config, gpus)):
+        used = _gpus_used(config, gpus)
+        estimate = _estimate(shape, config, used)
+        if estimate.total <= min(used):
             return f"use {' and '.join(chosen)} (≈ {gib(estimate.total)} per GPU)"
     return "even with " + ", ".join(chosen) + " it does not fit: use GPUs with more memory or a smaller model"
 
