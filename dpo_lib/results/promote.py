@@ -1,0 +1,140 @@
+"""The ``promote`` task (on the Airflow worker, no torch): the champion gate's decision, applied and recorded.
+
+From ``compare``'s numbers (both models on this run's held-out pairs) and ``promotion`` (metric and
+min_delta, :mod:`~dpo_lib.results.gate`): ``first`` (no champion: this model becomes it), ``promoted``
+(it beat the champion: the ``champion`` alias moves to it) or ``kept`` (it did not, or the champion could
+not be evaluated, or another run moved the alias meanwhile: the alias stays). Either way the model stays
+stored and registered and the run succeeds. The decision, with both numbers, goes to the task log, the
+MLflow run's and the model version's ``dpo.promotion.*`` tags, the task's XCom and ``run_dir/promotion.json``::
+
+    {"decision": "promoted"|"kept"|"first", "reason": "...", "metric": "rewards/accuracies",
+     "higher_is_better": true, "min_delta": 0.0, "registered_model_name": "demo",
+     "challenger": {"version": "2", "value": 0.95, "metrics": {...}},
+     "champion": {"version": "1", "value": 0.9, "metrics": {...}} | null,
+     "versions": {"challenger": "2", "champion": "1" | null}, "n_pairs": 100,
+     "dag_id": "...", "run_id": "...", "decided_at": "..."}
+
+``champion`` is null when there was none (``first``); its ``value`` and ``metrics`` are null when it was
+not evaluated (``reason`` says why). The alias moves before promotion.json is written, so the file never
+claims a promotion that did not happen; a retry after both finds the file and returns it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dpo_lib.io import atomic_write_json
+from dpo_lib.results import gate, locations, registry
+from dpo_lib.results.compare import COMPARISON_FILE
+from dpo_lib.results.publish import PUBLISH_FILE
+from dpo_lib.results.samples import SAMPLES_FILE
+from dpo_lib.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+PROMOTION_FILE = "promotion.json"
+
+
+def promote(spec_path: str | Path) -> dict[str, Any]:
+    """Decide, move the alias when the challenger won, record; returns what promotion.json says."""
+    from dpo_lib.tracking.mlflow_run import make_client
+    from dpo_lib.tracking.target import resolve_target
+
+    spec = RunSpec.read(spec_path)
+    run_dir = spec.run_dir
+    published = _read(run_dir / PUBLISH_FILE, "publish")
+    comparison = _read(Path(spec.staging_dir) / COMPARISON_FILE, "compare")
+    name, version = published["registered_model_name"], str(published["version"])
+    done = _read(run_dir / PROMOTION_FILE, None)
+    if done and done.get("versions", {}).get("challenger") == version:
+        log.info("promotion: %s (decided before this try) - %s", done["decision"], done["reason"])
+        return done
+
+    settings = locations.promotion_config(spec.request)
+    metric = settings.metric
+    client = make_client(resolve_target(), patient=True)
+    compared_with = comparison.get("champion_version")
+    challenger_value = float(comparison["challenger"][metric])
+    champion_metrics = comparison.get("champion")
+    champion_value = float(champion_metrics[metric]) if champion_metrics else None
+    current = registry.champion(client, name)
+    current_version = str(current.version) if current is not None else None
+
+    if compared_with is not None and comparison.get("not_compared"):
+        if current_version == version:
+            decision = gate.Decision("promoted", f"version {version} is already the champion (a retry)")
+        else:
+            decision = gate.Decision("kept", f"the champion, version {compared_with}, was not evaluated: "
+                                             f"{comparison['not_compared']}")  # fmt: skip
+    else:
+        decision = gate.decide(metric, settings.min_delta, challenger_value, champion_value)
+    if decision.decision in ("promoted", "first") and current_version not in (compared_with, version):
+        decision = gate.Decision("kept", f"the champion moved to version {current_version} while this run was "
+                                         f"compared with {compared_with or 'no champion'}; not promoted")  # fmt: skip
+    if decision.decision in ("promoted", "first") and current_version != version:
+        registry.make_champion(client, name, version)
+
+    promotion = {
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "metric": metric,
+        "higher_is_better": gate.higher_is_better(metric),
+        "min_delta": settings.min_delta,
+        "registered_model_name": name,
+        "challenger": {"version": version, "value": challenger_value, "metrics": comparison["challenger"]},
+        "champion": None
+        if compared_with is None
+        else {"version": compared_with, "value": champion_value, "metrics": champion_metrics},
+        "versions": {"challenger": version, "champion": compared_with},
+        "n_pairs": comparison.get("n_pairs"),
+        "dag_id": spec.dag_id,
+        "run_id": spec.run_id,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    record(client, published, promotion, run_dir)
+    atomic_write_json(run_dir / PROMOTION_FILE, promotion)
+    log.info("promotion: %s - %s", decision.decision, decision.reason)
+    return promotion
+
+
+def record(client: Any, published: dict[str, Any], promotion: dict[str, Any], run_dir: Path) -> None:
+    """The decision as ``dpo.promotion.*`` tags of the model version and the MLflow run; promotion.json and
+    samples.json as the run's artifacts (best effort: the run folder holds them anyway)."""
+    champion = promotion["champion"] or {}
+    tags = {
+        "dpo.promotion.decision": promotion["decision"],
+        "dpo.promotion.reason": promotion["reason"][:5000],
+        "dpo.promotion.metric": promotion["metric"],
+        "dpo.promotion.min_delta": str(promotion["min_delta"]),
+        "dpo.promotion.challenger": str(promotion["challenger"]["value"]),
+        "dpo.promotion.champion": str(champion.get("value")),
+        "dpo.promotion.champion_version": str(champion.get("version")),
+    }
+    registry.tag_version(client, promotion["registered_model_name"], promotion["challenger"]["version"], tags)
+    run_id = published["mlflow_run_id"]
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    try:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="dpo-promotion-") as tmp:
+            path = Path(tmp) / PROMOTION_FILE
+            path.write_text(json.dumps(promotion, indent=2, sort_keys=True) + "\n")
+            client.log_artifact(run_id, str(path))
+        if (run_dir / SAMPLES_FILE).exists():
+            client.log_artifact(run_id, str(run_dir / SAMPLES_FILE))
+    except Exception as exc:
+        log.warning("promotion.json and samples.json are not in the MLflow run's artifacts: %s", exc)
+
+
+def _read(path: Path, task: str | None) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        if task is None:
+            return {}
+        raise RuntimeError(f"no {path}: {task} must run before promote") from None
