@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark behind docs/benchmarks.md: dpo_lib's trainer and TRL's DPOTrainer on the
 # same model shape and data, one after the other on the same machine.
-#   bench/h200.sh OUTDIR [quick|single|ablations|checkpointing|fsdp|8b-lora]
+#   bench/h200.sh OUTDIR [quick|single|ours|trl|liger|ablations|checkpointing|fsdp|8b-lora|8b-lora-trl]
+# (single = ours + trl + liger, split so that each part fits one 10-minute call.)
 # Each result is one JSON line appended to OUTDIR/results.jsonl; logs go to OUTDIR/*.log.
 # TRL's runs need trl, peft and datasets, and liger-kernel for the *_liger runs (TRL's
 # use_liger_kernel=True, its fastest setting); both sides train on the same tokens each step.
@@ -26,12 +27,16 @@ case $mode in
   quick)
     run ours_live $ours --steps 10 --warmup 3 ;;
   single)  # the three comparisons with TRL, then TRL again with liger's kernels
+    "$0" "$out" ours; "$0" "$out" trl; "$0" "$out" liger ;;
+  ours)
     run ours_live $ours $fast
     run ours_precompute $ours $fast --precompute-ref
-    run ours_checkpointing $ours $fast --activation-checkpointing
+    run ours_checkpointing $ours $fast --activation-checkpointing ;;
+  trl)
     run trl_live python3 bench/trl_dpo.py $trl
     run trl_precompute python3 bench/trl_dpo.py $trl --precompute-ref
-    run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing
+    run trl_checkpointing python3 bench/trl_dpo.py $trl --gradient-checkpointing ;;
+  liger)
     run trl_live_liger python3 bench/trl_dpo.py $trl --liger
     run trl_precompute_liger python3 bench/trl_dpo.py $trl --precompute-ref --liger
     run trl_checkpointing_liger python3 bench/trl_dpo.py $trl --gradient-checkpointing --liger ;;
@@ -49,11 +54,12 @@ case $mode in
     run trl_checkpointing_liger python3 bench/trl_dpo.py $trl --gradient-checkpointing --liger ;;
   8b-lora)  # bf16 base weights, reference = the policy with its adapters disabled
     run ours_8b_lora $ours $fast $lora8b
-    run trl_8b_lora python3 bench/trl_dpo.py $trl $lora8b
     run trl_8b_lora_liger python3 bench/trl_dpo.py $trl $lora8b --liger ;;
+  8b-lora-trl)  # TRL without liger, for reference
+    run trl_8b_lora python3 bench/trl_dpo.py $trl $lora8b ;;
   fsdp)
     run fsdp1 $ours $fast --strategy fsdp --processes 1
     run fsdp2 $ours $fast --strategy fsdp --processes 2 --pairs-per-step 16
     run tp2 $ours $fast --strategy tensor_parallel --processes 2 ;;
 esac
-cat "$out/results.jsonl"
+[ "$mode" = single ] || cat "$out/results.jsonl"
