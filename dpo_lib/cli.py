@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("dpo_lib.data.validate_cli", "validate a preference dataset"),
     "train": ("dpo_lib.training.recipe", "train from a run spec, or from configs/ and key=value overrides"),
     "evaluate": ("dpo_lib.training.evaluate", "evaluate a run's policy and reference on the held-out split"),
+    "compare": ("dpo_lib.results.compare", "a DAG run's model and the champion on the same held-out pairs"),
     "make-tiny-model": ("dpo_lib.tiny_model", "build a tiny Hugging Face model directory locally"),
     "make-toy-data": ("dpo_lib.data.toy", "write a learnable toy preference dataset"),
     "metrics": ("dpo_lib.training.metrics_cli", "print a run's metrics.json"),

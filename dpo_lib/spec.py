@@ -388,6 +388,25 @@ def _model_uri(value: str | None, info: ValidationInfo) -> str | None:
 DEFAULT_MODEL = "tiny"
 
 
+def _output_uri(value: str | None, info: ValidationInfo) -> str | None:
+    from dpo_lib.storage.uri import uri_problem
+
+    if value is not None and not (info.context or {}).get("resolved"):
+        if problem := uri_problem(value, (info.context or {}).get("local_root")):
+            raise ValueError(problem)
+    return value
+
+
+class PromotionConfig(Contract):
+    """The champion gate: this run's model takes the registered model's ``champion`` alias only when it beats
+    the champion on ``metric``, both evaluated on this run's held-out pairs, by at least ``min_delta``."""
+
+    metric: Literal["rewards/accuracies", "loss"] = Field(
+        "rewards/accuracies", description="rewards/accuracies (higher is better) or loss (lower is better)"
+    )
+    min_delta: float = Field(0.0, ge=0, le=1e6, description="the least improvement that promotes (0: any gain)")
+
+
 def _override_value(value: Any) -> Any:
     """An override's value: a string, number, boolean or null, as JSON has them."""
     if value is None or isinstance(value, bool | int):
@@ -472,6 +491,33 @@ class FinetuneRequest(Contract):
         title="Overrides",
         description='training config values, e.g. {"lr": 0.0001, "max_steps": 200, "loss.beta": 0.2}: '
         "any key of the training config except the groups the request chooses and the run's folders",
+    )
+    output_uri: Annotated[
+        Annotated[str, Field(min_length=1, max_length=MAX_URI_CHARS), AfterValidator(_no_nul_or_surrogate)] | None,
+        AfterValidator(_output_uri),
+        WithJsonSchema({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_URI_CHARS}),
+    ] = Field(
+        None,
+        title="Output URI",
+        description="where publish stores the model and results (null: runs/<exp_name>/<run_id>/ beside the dataset)",
+    )
+    registered_model_name: Annotated[
+        Name | None, WithJsonSchema({"type": ["string", "null"], "pattern": NAME_PATTERN, "maxLength": 128})
+    ] = Field(None, description="the MLflow registered model the run's model is a version of (null: exp_name)")
+    promotion: Annotated[
+        PromotionConfig | None,
+        WithJsonSchema(
+            {
+                "type": ["object", "null"],
+                "properties": {
+                    "metric": {"enum": ["rewards/accuracies", "loss"]},
+                    "min_delta": {"type": "number", "minimum": 0, "maximum": 1e6},
+                },
+            }
+        ),
+    ] = Field(
+        None,
+        description='the champion gate: {"metric": "rewards/accuracies" or "loss", "min_delta": 0} (null: these)',
     )
 
     @field_validator("model_uri")

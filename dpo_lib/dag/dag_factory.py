@@ -1,6 +1,7 @@
 """The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``).
 
-validate → stage → train → evaluate, with cleanup as the teardown of validate and stage. Values
+validate → stage → train → evaluate → publish → compare → promote, with cleanup as the teardown of
+validate and stage (publish, compare and promote: docs/results.md). Values
 move as task results: ``validate`` returns the path of the run spec it wrote, and every later task
 takes that path. DAG files call :func:`build_finetune_dag` and only choose the DAG's id, schedule
 and Param defaults, so the on-demand and the nightly fine-tune can never drift apart.
@@ -12,7 +13,8 @@ Retries are chosen per task:
   being unreachable (``stage`` with exponential backoff);
 * ``train`` retries at least twice with exponential backoff and resumes from the run's newest
   checkpoint, so a retry repeats only the steps since it (first delay ``DPO_TRAIN_RETRY_DELAY_S``);
-* ``evaluate`` retries once, ``cleanup`` a couple of times (removing a folder is idempotent).
+* ``evaluate`` and ``compare`` retry once, ``cleanup`` a couple of times (removing a folder is idempotent);
+* ``publish`` and ``promote`` retry storage and MLflow outages with backoff (each step is idempotent).
 
 Every try has a time limit: train's ``DPO_TRAIN_TIMEOUT_H``, stage's and evaluate's
 ``DPO_TASK_TIMEOUT_MIN``, validate's and cleanup's ten minutes.
@@ -62,6 +64,21 @@ def task_options(task_id: str, settings: Settings) -> dict[str, Any]:
         },
         "evaluate": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
         "cleanup": {"retries": 2, "retry_delay": timedelta(seconds=5), "execution_timeout": SHORT},
+        "publish": {
+            "retries": 3,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=10),
+            "execution_timeout": longer,
+        },
+        "compare": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
+        "promote": {
+            "retries": 3,
+            "retry_delay": timedelta(seconds=15),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=5),
+            "execution_timeout": SHORT,
+        },
     }
     return {**options[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
 
@@ -173,6 +190,24 @@ def build_finetune_dag(
             emit_dataset(context["outlet_events"], manifest, dag_id=dag_id, run_id=context["run_id"])
             return manifest
 
+        @task(multiple_outputs=False, **task_options("publish", settings))
+        def publish(spec_path: str) -> dict:
+            """Results synced to MLflow, stored under output_uri (upload.json last), registered; the champion fetched."""
+            from dpo_lib.results.publish import publish as publish_run
+
+            return publish_run(spec_path)
+
+        @task(multiple_outputs=False, **task_options("promote", settings))
+        def promote(spec_path: str) -> dict:
+            """The champion gate's decision on compare's numbers: the alias moved or kept, the decision recorded."""
+            from dpo_lib.dag.assets import emit_model
+            from dpo_lib.results.promote import promote as promote_run
+
+            promotion = promote_run(spec_path)
+            context = get_current_context()
+            emit_model(context["outlet_events"], promotion, dag_id=dag_id, run_id=context["run_id"])
+            return promotion
+
         @task(**task_options("cleanup", settings))
         def cleanup(spec_path: str) -> None:
             from dpo_lib.orchestration import tasks
@@ -184,7 +219,10 @@ def build_finetune_dag(
         train = spec_command_task("train", spec_path, settings, pool=GPU_POOL, pool_slots=1,
                                   **task_options("train", settings))  # fmt: skip
         evaluate = spec_command_task("evaluate", spec_path, settings, **task_options("evaluate", settings))
-        staged >> train >> evaluate >> cleanup(spec_path).as_teardown(setups=[spec_path, staged])
+        compare = spec_command_task("compare", spec_path, settings, **task_options("compare", settings))
+        promoted = promote(spec_path)
+        staged >> train >> evaluate >> publish(spec_path) >> compare >> promoted
+        promoted >> cleanup(spec_path).as_teardown(setups=[spec_path, staged])
     wire_promotion(dag)
     return dag
 

@@ -96,5 +96,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.spec is None:  # MLflow gets the held-out metrics here; in a DAG run, publish sends them next
+        from dpo_lib.tracking.sync import sync_quietly
+
+        sync_quietly(run_dir)
     print(json.dumps(metrics, sort_keys=True))
     return 0

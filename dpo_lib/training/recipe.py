@@ -18,15 +18,22 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpo_lib.spec import SpecError, TrainConfig
+
+if TYPE_CHECKING:
+    from dpo_lib.tracking import RunTracker
 
 EXIT_CONFIG, EXIT_DISK_FULL = 2, 3
 
 
-def train(config: TrainConfig, dataset_uris: Mapping[str, str] | None = None) -> dict[str, float]:
+def train(
+    config: TrainConfig, dataset_uris: Mapping[str, str] | None = None, tracker: RunTracker | None = None
+) -> dict[str, float]:
     """The recipe: the trainer the config names, set up, trained, its policy saved to run_dir/final/
-    (``dataset_uris``: the datasets' original URIs, for the model card, when the config names staged copies)."""
+    (``dataset_uris``: the datasets' original URIs, for the model card, when the config names staged copies;
+    ``tracker``: history.jsonl and MLflow, started on rank 0 once setup knows the step it resumes from)."""
     trainer = build_trainer(config)
     logging.getLogger(__name__).info(
         "experiment %s: %s trainer, %s loss, run_dir %s",
@@ -34,10 +41,13 @@ def train(config: TrainConfig, dataset_uris: Mapping[str, str] | None = None) ->
     )  # fmt: skip
     try:
         trainer.setup()
+        if tracker is not None and trainer.is_main:
+            trainer.tracker = tracker.start(resume_step=trainer.step)
         metrics = trainer.train()
         trainer.save_final(dataset_uris)
         return metrics
     finally:
+        trainer.tracker.close(failed=sys.exc_info()[0] is not None)  # the end-of-run sync to MLflow, bounded
         import torch.distributed as dist
 
         if dist.is_initialized():
@@ -101,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from dpo_lib.training.trainer import TrainingError
 
     try:
-        metrics = train(config, dataset_uris)
+        metrics = train(config, dataset_uris, tracker=run_tracker(config, args.spec))
     except TrainingError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -115,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run_dir": config.run_dir, "train": metrics}))
     return 0
+
+
+def run_tracker(config: TrainConfig, spec_path: Path | None) -> RunTracker | None:
+    """The run's tracker, with the lineage its spec adds; None (and a warning) when it cannot be made."""
+    from dpo_lib.spec import RunSpec
+    from dpo_lib.tracking import tracker_for
+
+    try:
+        return tracker_for(config, RunSpec.read(spec_path) if spec_path is not None else None)
+    except Exception as exc:  # tracking must never stop a run
+        logging.getLogger(__name__).warning("not tracking this run (%s); it trains all the same", exc)
+        return None
 
 
 def configure_logging() -> None:

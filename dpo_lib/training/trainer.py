@@ -34,6 +34,7 @@ from dpo_lib.data.tokenize import TokenizedPair, truncation_summary
 from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import build_loss
 from dpo_lib.spec import ModelConfig, TrainConfig, TrainerConfig
+from dpo_lib.tracking import NULL_TRACKER
 from dpo_lib.training import adapters, attention, checkpoint, model_card
 from dpo_lib.training.clipping import clip_gradients
 from dpo_lib.training.data import PairBatches, tokenized_splits
@@ -137,6 +138,7 @@ class Trainer:
         self.loss = build_loss(config.loss)
         self.lora = config.adapter if config.adapter.name == "lora" else None
         self.policy_has_adapters = False  # then the reference is the policy with its adapters off
+        self.tracker = NULL_TRACKER  # history.jsonl and MLflow: rank 0 of a tracked run (recipe.train)
 
     # ---- strategy hooks (single device) --------------------------------------------------------
     def init_distributed(self) -> torch.device:
@@ -355,6 +357,7 @@ class Trainer:
                         train_metrics["tokens_per_s"], _format_duration(eta),
                     )  # fmt: skip
                     update_metrics(self.run_dir, train={**train_metrics, "step": self.step})
+                    self.tracker.log("train", self.step, train_metrics)
                 window, window_tokens, window_time = MeanTracker(), 0, 0.0
 
             if config.eval_every and self.step % config.eval_every == 0 and self.eval_pairs:
@@ -362,6 +365,7 @@ class Trainer:
                 if self.is_main:
                     log.info("eval at step %d: %s", self.step, _format_metrics(eval_metrics))
                     update_metrics(self.run_dir, eval={**eval_metrics, "step": self.step})
+                    self.tracker.log("eval", self.step, eval_metrics)
 
             if config.checkpoint_every and (self.step % config.checkpoint_every == 0 or self.step == max_steps):
                 path = self.save_checkpoint({"data": self.batches.position(self.step * accum)})

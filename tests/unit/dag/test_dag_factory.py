@@ -18,15 +18,19 @@ def dag():
     return dagbag.dags["dpo_finetune"]
 
 
-def test_tasks_run_validate_stage_train_evaluate_then_cleanup(dag):
+def test_tasks_run_validate_stage_train_evaluate_publish_compare_promote_then_cleanup(dag):
     def downstream(task_id):
         return dag.get_task(task_id).downstream_task_ids
 
-    assert set(dag.task_ids) == {"validate", "stage", "train", "evaluate", "cleanup"}
-    assert downstream("validate") == {"stage", "train", "evaluate", "cleanup"}  # each takes the spec's path
+    assert set(dag.task_ids) == {"validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup"}
+    # each takes the spec's path
+    assert downstream("validate") == {"stage", "train", "evaluate", "publish", "compare", "promote", "cleanup"}
     assert downstream("stage") == {"train", "cleanup"}
     assert downstream("train") == {"evaluate"}
-    assert downstream("evaluate") == {"cleanup"}
+    assert downstream("evaluate") == {"publish"}
+    assert downstream("publish") == {"compare"}
+    assert downstream("compare") == {"promote"}
+    assert downstream("promote") == {"cleanup"}
 
 
 def test_cleanup_is_the_teardown_of_validate_and_stage(dag):
@@ -41,7 +45,7 @@ def test_cleanup_is_the_teardown_of_validate_and_stage(dag):
 def test_train_and_evaluate_take_the_run_spec_from_validate_as_a_value(dag):
     from airflow.sdk.definitions.xcom_arg import XComArg
 
-    for task_id in ("train", "evaluate"):
+    for task_id in ("train", "evaluate", "compare"):
         task = dag.get_task(task_id)
         (spec_path,) = task.op_args
         assert isinstance(spec_path, XComArg) and spec_path.operator.task_id == "validate"

@@ -47,7 +47,8 @@ def test_nightly_runs_at_two_utc_without_catchup_one_run_at_a_time(dags):
 
 def test_every_nightly_param_has_a_valid_default(dags):
     defaults = dags["dpo_nightly"].params.dump()
-    assert set(defaults) == {"dataset_uri", "model", "model_uri", "loss", "trainer", "adapter", "exp_name", "overrides"}
+    assert set(defaults) == {"dataset_uri", "model", "model_uri", "loss", "trainer", "adapter", "exp_name", "overrides",
+                             "output_uri", "registered_model_name", "promotion"}  # fmt: skip
     assert FinetuneRequest.parse(defaults).model_dump() == defaults
     assert defaults["exp_name"] == "nightly"
 
