@@ -34,8 +34,12 @@ steps, β…). Scripts can trigger it too: `POST /dpo/trigger-finetune` or Airfl
 2. `stage` copies the dataset and checks every record; bad data fails here, naming the record.
 3. `train` fine-tunes the model. If it is interrupted, Airflow retries it and it resumes from its last checkpoint.
 4. `evaluate` measures the model and the reference on the held-out pairs.
-5. `promote` (when the run registers a model) makes it the new champion only if it beats the current one.
-6. `cleanup` removes the run's temporary copy of the data, whatever happened before.
+5. `publish` stores the model and its results (at `output_uri`; by default beside the dataset), logs the
+   run to MLflow and registers the model as a new version of `registered_model_name`.
+6. `compare` measures the current champion on the same pairs, and has each model answer a few held-out prompts.
+7. `promote` makes the new version the champion only if it beats the current one (`promotion` says by
+   which metric and margin).
+8. `cleanup` removes the run's temporary copy of the data, whatever happened before.
 
 **Results**: open this run's **DPO report** tab (at the top of the run's page): loss, reward accuracy
 and margin curves, the evaluation table (your model, the reference, the champion), the promotion

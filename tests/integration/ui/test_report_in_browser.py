@@ -127,6 +127,8 @@ def test_the_report_tab_of_a_finished_run_shows_its_curves_in_the_airflow_ui(ser
             expect(report.locator("#eval")).to_contain_text("reference")
             expect(report.locator("#dataset")).to_contain_text("small.json")
             expect(report.get_by_text("open in Airflow")).to_have_count(0)  # the tab's sandbox: no way out
+            expect(report.locator("#promotion")).to_contain_text("first")  # no champion yet: the first version
+            expect(report.locator("#samples")).to_contain_text("policy")
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot of the report tab: {shot}")
 
@@ -139,11 +141,21 @@ def test_the_report_tab_of_a_finished_run_shows_its_curves_in_the_airflow_ui(ser
     print(f"the browser part took {time.monotonic() - started:.1f}s")
 
 
-def test_the_run_staged_its_dataset_as_an_asset_event(services, finished_run):
-    events = rest(services, "/api/v2/assets/events?limit=100&order_by=-timestamp")["asset_events"]
-    mine = [e for e in events if e.get("source_run_id") == finished_run]
-    assert [e["uri"] for e in mine] == [(services.work / "data" / "small.json").resolve().as_uri()], events
-    assert mine[0]["source_task_id"] == "stage" and len(mine[0]["extra"]["sha256"]) == 64
+def test_the_run_emitted_its_dataset_and_registered_model_as_asset_events(services, finished_run):
+    events = rest(services, "/api/v2/assets/events?limit=100&order_by=timestamp")["asset_events"]
+    mine = {e["source_task_id"]: e for e in events if e.get("source_run_id") == finished_run}
+    assert mine["stage"]["uri"] == (services.work / "data" / "small.json").resolve().as_uri(), events
+    assert len(mine["stage"]["extra"]["sha256"]) == 64
+    assert mine["promote"]["uri"] == "models:/ui" and mine["promote"]["extra"]["decision"] == "first"
+
+
+def test_the_first_registered_model_is_emailed_by_the_promote_task(finished_run, inbox):
+    deadline = time.monotonic() + 30
+    while not (sent := [m for m in inbox.messages if "first model registered" in m["Subject"]]):
+        assert time.monotonic() < deadline, [m["Subject"] for m in inbox.messages]
+        time.sleep(1)
+    assert sent[0]["Subject"] == "[DPO] first model registered: ui version 1"
+    assert urllib.parse.quote(finished_run, safe="") in sent[0].get_body(("html", "plain")).get_content()
 
 
 def test_a_failed_run_is_emailed_by_the_dag_failure_callback(services, inbox):
