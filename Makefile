@@ -21,7 +21,7 @@ DEMO_CONF ?= {"dataset_uri": "data/dataset.json", "model": "tiny", "loss": "dpo"
 DATASET ?= data/dataset.json
 ARGS ?= model=tiny datasets=[toy] loss=dpo exp_name=cli
 
-.PHONY: help setup toy demo check test test-unit test-faults provision lint format schema validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker
+.PHONY: help setup toy demo mlflow check test test-unit test-faults provision lint format schema validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -49,6 +49,12 @@ demo: toy  ## fine-tune the tiny model on the toy data through the Airflow DAG (
 	$(AIRFLOW) db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { cat $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 	$(AIRFLOW) dags test dpo_finetune -c '$(DEMO_CONF)'
 	@echo; echo "== final metrics =="; $(PY) -m dpo_lib metrics artifacts/runs/demo
+	@echo; echo "== results (a second make demo is judged against the champion) =="
+	@$(PY) -m dpo_lib.results.summary artifacts/runs/demo
+
+MLFLOW_PORT ?= 5000
+mlflow: setup  ## the MLflow UI (port MLFLOW_PORT) over MLFLOW_TRACKING_URI's store, else the embedded one (artifacts/runs/_mlflow)
+	@$(PY) -m dpo_lib.tracking.ui --port $(MLFLOW_PORT)
 
 check: lint test-unit  ## the inner loop: ruff, then the unit tests (tests/unit: seconds each, no services)
 
@@ -124,4 +130,4 @@ test-docker: setup provision  ## the container tests: images, docker runner, kil
 	$(PY) -m pytest -q tests/system/docker
 
 clean:  ## remove generated models, data, runs and the local Airflow home
-	rm -rf models data artifacts var .airflow .pytest_cache .ruff_cache
+	rm -rf models data artifacts runs var .airflow .pytest_cache .ruff_cache
