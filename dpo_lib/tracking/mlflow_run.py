@@ -9,7 +9,8 @@ says so in the ``dpo.changed_on_resume`` tag). Metric keys are ``<split>/<name>`
 
 HTTP: the tracker's client fails fast (5 s a request, no retries: it retries itself, later, without
 holding training); the tasks' client waits longer (30 s, 3 retries). Settings of MLflow's own
-variables (``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) win.
+variables (``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) win. MLflow prints no
+run URLs on stdout (the log says them): a command's last stdout line is its result.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from dpo_lib.tracking.target import TrackingTarget
 log = logging.getLogger(__name__)
 
 METRICS_PER_BATCH, PARAMS_PER_BATCH, TAGS_PER_BATCH = 900, 100, 100  # under MLflow's log_batch limits
-_HTTP = {"fast": {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
-         "patient": {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"}}  # fmt: skip
+# MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT: no "View run" lines on stdout, whose last line is a command's result.
+_QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+_HTTP = {"fast": {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", **_QUIET},
+         "patient": {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", **_QUIET}}  # fmt: skip
 _USER_SET = {name for name in _HTTP["fast"] if name in os.environ}
 
 

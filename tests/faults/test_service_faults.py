@@ -47,7 +47,7 @@ DAG_ID = "dpo_finetune"
 GPU_SLOTS = 2
 # Runs through each of the REST API and the webhook in the load test (DPO_FAULTS_RUNS_PER_CHANNEL to change it).
 N_REST = N_WEBHOOK = int(os.environ.get("DPO_FAULTS_RUNS_PER_CHANNEL") or 20)
-TASKS = ("validate", "stage", "train", "evaluate", "cleanup")
+TASKS = ("validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup")
 RESUMED = re.compile(r"resuming from checkpoint (\S+)/step-(\d+) at step (\d+)")
 
 SECRETS = {**CREDENTIALS, "AIRFLOW_VAR_DPO_SECRET": MARKER}
