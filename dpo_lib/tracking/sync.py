@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from dpo_lib.tracking.history import History
+from dpo_lib.tracking.history import HISTORY_FILE, History
 from dpo_lib.tracking.lineage import Lineage, flat_params
 from dpo_lib.tracking.record import TrackingRecord
 from dpo_lib.tracking.target import TrackingTarget, resolve_target, target_for
@@ -62,7 +62,10 @@ def sync_run(
 
 def sync_quietly(run_dir: str | Path, timeout_s: float = 60.0) -> bool:
     """:func:`sync_run` to the store the run logged to, for at most ``timeout_s``; never raises (a warning
-    says what failed: the run folder keeps everything). Whether MLflow now holds the run."""
+    says what failed: the run folder keeps everything). Whether MLflow now holds the run. A run trained
+    without a tracker (no history.jsonl: ``train()`` called as a function) is left untracked."""
+    if not (Path(run_dir) / HISTORY_FILE).exists():
+        return False
     done: list[bool] = []
 
     def attempt() -> None:
