@@ -34,8 +34,9 @@ RecordParser = Callable[[Mapping[str, Any], str, list[Issue]], "PreferencePair |
 
 def parse_text_record(record: Mapping[str, Any], location: str, problems: list[Issue]) -> PreferencePair | None:
     """Turn a ``{prompt, chosen, rejected}`` string record into a pair, or append its problems."""
-    values = [string_field(record, name, location, problems) for name in FIELDS]
-    prompt, chosen, rejected = values
+    prompt = string_field(record, "prompt", location, problems)
+    chosen = string_field(record, "chosen", location, problems)
+    rejected = string_field(record, "rejected", location, problems)
     if prompt is None or chosen is None or rejected is None:
         return None
     if not check_different(chosen, rejected, location, problems):

@@ -3,7 +3,7 @@ a :class:`ValidationReport` and :class:`~dpo_lib.data.stats.DatasetStats`.
 
 Validation runs inside Airflow tasks before training, on files that may not fit in memory,
 so it reads records one at a time (``records.py``), keeps only the first issues
-(``issues.py``) and compact per-record numbers (``stats.py``). Errors make a dataset
+(``issues.py``) and statistics of bounded size (``stats.py``). Errors make a dataset
 unusable; warnings (duplicates, length outliers) are worth a look but do not block training.
 """
 
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpo_lib.data.fields import json_type
-from dpo_lib.data.formats import RecordParser, default_format, detect_format, parser_for, required_container
+from dpo_lib.data.formats import default_format, detect_format, parser_for, required_container
 from dpo_lib.data.interface import Source, open_source
 from dpo_lib.data.issues import ERROR, WARNING, Issue, IssueLog
 from dpo_lib.data.pair import PreferencePair
-from dpo_lib.data.records import RawRecord, RecordStream
+from dpo_lib.data.records import RecordStream
 from dpo_lib.data.stats import DatasetStats, StatsTracker
 
 
@@ -93,37 +93,34 @@ class DatasetScan:
     def pairs(self) -> Iterator[tuple[str, PreferencePair]]:
         """Yield ``(location, pair)`` per valid record; problems go to ``self.log``."""
         parser = parser_for(self.format) if self.format else None
+        add_issue, track = self.log.add, self.tracker.add
         with open_source(self._source) as stream:
             records = RecordStream(stream, required_container(self.format))
             for item in records:
-                self.container = records.container
-                self.record_count = records.count
+                self.container, self.record_count = records.container, records.count
                 if isinstance(item, Issue):
-                    self.log.add(item)
+                    add_issue(item)
                     continue
-                if not isinstance(item.value, dict):
-                    self.log.error(item.location, None, f"must be a JSON object, found {json_type(item.value)}")
+                location, position, value = item
+                if not isinstance(value, dict):
+                    self.log.error(location, None, f"must be a JSON object, found {json_type(value)}")
                     continue
                 if parser is None:  # detect from the first record object
-                    self.format = detect_format(item.value, records.container)
+                    self.format = detect_format(value, records.container)
                     parser = parser_for(self.format)
-                pair = self._parse(item, parser)
-                if pair is not None:
-                    self.tracker.add(item.position, pair)
-                    yield item.location, pair
+                problems: list[Issue] = []
+                try:
+                    pair = parser(value, location, problems)
+                except RecursionError:  # pathological nesting inside a field
+                    problems.append(Issue(location, None, "nested too deeply to check"))
+                if problems:
+                    for problem in problems:
+                        add_issue(problem)
+                elif pair is not None:
+                    track(position, pair)
+                    yield location, pair
             self.container = records.container
             self.record_count = records.count
-
-    def _parse(self, item: RawRecord, parser: RecordParser) -> PreferencePair | None:
-        problems: list[Issue] = []
-        try:
-            pair = parser(item.value, item.location, problems)
-        except RecursionError:  # pathological nesting inside a field
-            problems.append(Issue(item.location, None, "nested too deeply to check"))
-            pair = None
-        for problem in problems:
-            self.log.add(problem)
-        return None if problems else pair
 
     def finish(self) -> tuple[ValidationReport, DatasetStats]:
         """Whole-dataset checks after the pass; call once :meth:`pairs` is exhausted."""
@@ -147,19 +144,26 @@ class DatasetScan:
         return f"{'line' if self.container == 'lines' else 'record'} {position}"
 
     def _warn_duplicates(self) -> None:
-        total = self.tracker.duplicate_count()
-        room = self.log.room(WARNING)
-        for shown, (position, first) in enumerate(self.tracker.duplicates()):
-            if shown == room:
-                self.log.count_unkept(WARNING, total - room)
-                break
+        total, found = self.tracker.duplicates()
+        shown = found[: self.log.room(WARNING)]
+        for position, first in shown:
             message = f"duplicate of {self._label(first)} (same prompt, chosen and rejected)"
             self.log.warning(self._label(position), None, message)
+        self.log.count_unkept(WARNING, total - len(shown))
+        checked = self.tracker.duplicates_checked
+        if checked < self.tracker.valid_count:
+            message = (
+                f"duplicates were only looked for among the first {checked} valid records "
+                "(the check keeps 16 bytes per record in memory)"
+            )
+            self.log.warning("file", None, message)
 
     def _warn_outliers(self) -> None:
-        for outlier in self.tracker.outliers():
+        total, found = self.tracker.outliers(self.log.room(WARNING))
+        for outlier in found:
             message = f"unusually long: {outlier.length} characters (outlier threshold {outlier.threshold})"
             self.log.warning(self._label(outlier.position), outlier.field, message)
+        self.log.count_unkept(WARNING, total - len(found))
 
 
 def validate_source(

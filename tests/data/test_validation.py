@@ -96,7 +96,10 @@ def test_a_truncated_json_array_is_reported_as_such(tmp_path: Path) -> None:
     content = f"[{GOOD}, {GOOD[:20]}"
     location, _, message = only_error(validate_bytes(tmp_path, content, "d.json"))
     assert location == "record 1"
-    assert "premature EOF" in message and "truncated" in message
+    assert "unexpected end of file" in message and "truncated" in message
+    location, _, message = only_error(validate_bytes(tmp_path, f'[{GOOD}, {{"prompt": "p', "d.json"))
+    assert location == "record 1"
+    assert "never ends" in message and "truncated" in message
 
 
 def test_trailing_garbage_after_the_array_is_a_file_error(tmp_path: Path) -> None:
@@ -149,17 +152,19 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     array = validate_bytes(tmp_path, f'[{GOOD}, {{"prompt": {deep}}}]', "d.json")
     assert only_error(array)[0] == "record 1"
-    assert f"deeper than {records.MAX_DEPTH} levels" in array.errors[0].message
+    assert "nested too deeply" in array.errors[0].message
     lines = validate_bytes(tmp_path, f'{GOOD}\n{{"prompt": {deep}}}\n{GOOD}\n')
-    assert lines.errors[0].location == "line 2"
+    assert only_error(lines)[0] == "line 2"
+    assert "nested too deeply" in lines.errors[0].message
 
 
 def test_an_over_long_json_line_is_skipped_with_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(records, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 1000)
     long_line = json.dumps(record(prompt="x" * 5000))
     report = validate_bytes(tmp_path, f"{GOOD}\n{long_line}\n{GOOD}\n")
     assert only_error(report)[0] == "line 2"
     assert "longer than" in report.errors[0].message
+    assert report.record_count == 3
 
 
 def test_errors_are_capped_but_all_counted(tmp_path: Path) -> None:
