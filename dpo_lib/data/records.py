@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
@@ -47,7 +47,7 @@ _SEPARATOR = re.compile(r"[ \t\r\n]*,[ \t\r\n]*").match
 _REFILL_BELOW = 16 * 1024
 """Text is added to an array's window before an item when less than this is left, so that
 items rarely straddle its end: a scanner error there costs a pass over the window."""
-_NON_ASCII_ESCAPE = re.compile(r"\\u(?!00[0-7])")  # a \uXXXX escape for a character beyond ASCII
+_LATIN1_ESCAPE = re.compile(r"\\u00[89a-fA-F]")  # an escape for a non-ASCII character of Latin-1
 _TAIL_SLACK = 16
 """An array item failing this close to the end of the window may just be cut off there
 (``tru``, ``1.5e``, ``\\u00``); it is parsed again with more text before being called malformed."""
@@ -85,23 +85,8 @@ class RecordStream:
         self._expected = expected
         self.container: str | None = expected
         self.count = 0
-        self._repeated: list[str] = []
-        self._scan = json.JSONDecoder(object_pairs_hook=self._object).scan_once
-
-    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        """Build a JSON object, remembering it when a key repeats (``json`` would keep the last value)."""
-        obj = dict(pairs)
-        if len(obj) == len(pairs):
-            return obj
-        repeated = _RepeatedKeys(obj)
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                repeated.key = key
-                break
-            seen.add(key)
-        self._repeated.append(repeated.key)
-        return repeated
+        self._repeated: list[str] = []  # keys found twice in the record being parsed
+        self._scan = json.JSONDecoder(object_pairs_hook=_object_builder(self._repeated)).scan_once
 
     def __iter__(self) -> Iterator[RawRecord | Issue]:
         head = self._chunks.read_at_least(64)
@@ -311,11 +296,12 @@ class RecordStream:
         """``value``, parsed from ``item`` read as Latin-1, with its strings decoded as UTF-8.
 
         Non-ASCII bytes can only be inside strings, so decoding each non-ASCII string is enough,
-        unless an escape put a non-ASCII character among them (``\\u00e9``): such items, and
-        invalid UTF-8, are decoded whole and parsed again.
+        unless an escape put a non-ASCII character among them: one beyond Latin-1 makes decoding
+        fail, one within it (``\\u00e9``) is looked for. Such items, and invalid UTF-8, are
+        decoded whole and parsed again.
         """
         decoded = None
-        if _NON_ASCII_ESCAPE.search(item) is None:
+        if "\\u00" not in item or _LATIN1_ESCAPE.search(item) is None:
             with contextlib.suppress(UnicodeError):
                 decoded = _decode_strings(value)
         if decoded is None:
@@ -496,6 +482,27 @@ def _decode_strings(value: Any) -> Any:
             container.clear()
             container.update((_decode_strings(key), child) for key, child in items)
     return value
+
+
+def _object_builder(repeated: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """The scanner's object_pairs_hook: build each JSON object, and when one names a key twice
+    (``json`` would silently keep the last value), mark it and add the key to ``repeated``."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        repeated.append(key)
+        marked = _RepeatedKeys(obj)
+        marked.key = key
+        return marked
+
+    return build
 
 
 def _containers(value: Any) -> Iterator[tuple[str, dict[str, Any] | list[Any]]]:
