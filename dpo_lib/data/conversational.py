@@ -13,14 +13,26 @@ hashing for duplicates) see one shape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import eq, itemgetter
 from typing import Any
 
-from dpo_lib.data.fields import check_different, check_text, is_usable_text, json_type
+from dpo_lib.data.fields import (
+    FIELDS,
+    all_usable_texts,
+    any_same_messages,
+    check_different,
+    check_text,
+    is_usable_text,
+    json_type,
+)
 from dpo_lib.data.issues import Issue
 from dpo_lib.data.pair import Message, PreferencePair
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
+_PROMPT_CHOSEN_REJECTED = itemgetter(*FIELDS)
 _ROLE_LIST = ", ".join(sorted(ROLES))
 
 
@@ -115,6 +127,30 @@ def parse_conversational_record(
     if prompt is not None:
         return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
     return _split_implicit(chosen, rejected, location, problems)
+
+
+def parse_conversational_records(records: Sequence[Mapping[str, Any]]) -> list[PreferencePair] | None:
+    """The pairs of explicit-prompt records of ``{role, content}`` messages, if
+    :func:`parse_conversational_record` finds nothing wrong in any (and nothing to normalise)."""
+    try:
+        prompts, chosen, rejected = zip(*map(_PROMPT_CHOSEN_REJECTED, records), strict=True)
+    except KeyError:  # an implicit prompt, or a missing field
+        return None
+    conversations = prompts + chosen + rejected
+    if set(map(type, conversations)) != {list} or not all(conversations):
+        return None
+    messages = list(chain.from_iterable(conversations))
+    if set(map(type, messages)) != {dict} or set(map(len, messages)) != {2}:
+        return None
+    try:
+        roles, contents = set(map(_ROLE, messages)), list(map(_CONTENT, messages))
+    except (KeyError, TypeError):  # a key other than role and content, or a role that cannot be hashed
+        return None
+    if not roles <= ROLES or not all_usable_texts(contents):
+        return None
+    if any(map(eq, chosen, rejected)) or any_same_messages(chosen, rejected):
+        return None
+    return list(map(PreferencePair, prompts, chosen, rejected))
 
 
 def _split_implicit(

@@ -1,13 +1,18 @@
 """Field checks shared by every record format.
 
 All formats word their problems the same way (``field 'chosen': must be a non-empty string``)
-so the messages live here once instead of drifting apart between formats.
+so the messages live here once instead of drifting apart between formats. The ``all_*`` and
+``any_*`` functions answer the same questions for a batch of values in a few passes of
+builtins, so a batch of good records costs little Python; they never explain, the
+one-value checks do.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, filterfalse, starmap
+from operator import and_, eq, not_
 from typing import Any
 
 from dpo_lib.data.issues import Issue
@@ -47,6 +52,16 @@ def is_usable_text(value: str) -> bool:
     ASCII text cannot hold one, and Python knows whether a string is ASCII without reading it.
     """
     return bool(value) and not value.isspace() and (value.isascii() or _encodes(value))
+
+
+def all_usable_texts(values: Sequence[Any]) -> bool:
+    """Whether every value is a string that :func:`is_usable_text` accepts."""
+    return (
+        set(map(type, values)) == {str}
+        and all(values)
+        and not any(map(str.isspace, values))
+        and all(map(_encodes, filterfalse(str.isascii, values)))
+    )
 
 
 def _encodes(value: str) -> bool:
@@ -96,14 +111,28 @@ def check_different(chosen: Any, rejected: Any, location: str, problems: list[Is
         exact = same and chosen.strip() == rejected.strip()
     else:
         exact = chosen == rejected
-        same = exact or _same_messages(chosen, rejected)
+        same = exact or same_messages(chosen, rejected)
     if same:
         why = "they are identical" if exact else "they differ only in Unicode normalisation or zero-width characters"
         problems.append(Issue(location, "rejected", f"must differ from 'chosen' ({why})"))
     return not same
 
 
-def _same_messages(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> bool:
+def any_same_texts(chosen: Sequence[str], rejected: Sequence[str]) -> bool:
+    """Whether any ``chosen[i]`` and ``rejected[i]`` are the same text (:func:`same_text`)."""
+    if any(map(eq, map(str.strip, chosen), map(str.strip, rejected))):
+        return True
+    both_ascii = map(and_, map(str.isascii, chosen), map(str.isascii, rejected))  # then unequal means different
+    return any(starmap(same_text, compress(zip(chosen, rejected, strict=True), map(not_, both_ascii))))
+
+
+def any_same_messages(chosen: Iterable[list[dict[str, str]]], rejected: Iterable[list[dict[str, str]]]) -> bool:
+    """Whether any ``chosen[i]`` and ``rejected[i]`` are the same conversation (:func:`same_messages`)."""
+    return any(starmap(same_messages, zip(chosen, rejected, strict=True)))
+
+
+def same_messages(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> bool:
+    """Whether two conversations have the same roles and the same texts (:func:`same_text`)."""
     if len(chosen) != len(rejected):
         return False
     for a, b in zip(chosen, rejected, strict=True):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
@@ -77,7 +77,8 @@ class RecordStream:
 
     The container is sniffed from the first significant byte (``[`` array, ``{`` lines);
     ``expected`` (``ARRAY``/``LINES``) makes any other container an error. After iteration,
-    ``container`` says what was found and ``count`` how many records were seen, valid or not.
+    ``container`` says what was found and ``count`` how many records were seen, valid or not;
+    during it, ``last_size`` is how many bytes of the file the last record took.
     """
 
     def __init__(self, stream: BinaryIO, expected: str | None = None) -> None:
@@ -85,6 +86,7 @@ class RecordStream:
         self._expected = expected
         self.container: str | None = expected
         self.count = 0
+        self.last_size = 0
         self._repeated: list[str] = []  # keys found twice in the record being parsed
         self._scan = json.JSONDecoder(object_pairs_hook=_object_builder(self._repeated)).scan_once
 
@@ -202,6 +204,7 @@ class RecordStream:
             return Issue(location, None, f"must be a JSON object (one record per line), found {json_type(value)}")
         if self._repeated:
             return self._repeated_key(location, value)
+        self.last_size = len(text_bytes)
         return _raw_record((location, lineno, value))
 
     def _repeated_key(self, location: str, value: Any) -> Issue:
@@ -259,6 +262,7 @@ class RecordStream:
                 yield Issue(f"record {index}", None, f"malformed JSON at line {window.line_at(pos)}: {exc}")
                 return
             self.count += 1
+            self.last_size = end - pos
             location = f"record {index}"
             if end - pos > MAX_RECORD_BYTES:
                 self._repeated.clear()
@@ -468,19 +472,20 @@ def _decode_strings(value: Any) -> Any:
     stack = [value]
     while stack:
         container = stack.pop()
-        keys_ascii = True
-        for key, child in container.items() if isinstance(container, dict) else enumerate(container):
+        if isinstance(container, dict):
+            if not all(map(str.isascii, container)):  # rare: rebuild it with its keys decoded
+                items = list(container.items())
+                container.clear()
+                container.update((_decode_strings(key), child) for key, child in items)
+            children: Iterable[tuple[Any, Any]] = container.items()
+        else:
+            children = enumerate(container)
+        for key, child in children:
             if isinstance(child, str):
                 if not child.isascii():
                     container[key] = child.encode("latin-1").decode("utf-8")
             elif isinstance(child, (dict, list)):
                 stack.append(child)
-            if keys_ascii and isinstance(key, str) and not key.isascii():
-                keys_ascii = False
-        if not keys_ascii:
-            items = list(container.items())
-            container.clear()
-            container.update((_decode_strings(key), child) for key, child in items)
     return value
 
 

@@ -32,9 +32,11 @@ import heapq
 import math
 import sys
 from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from itertools import islice
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from dpo_lib.data.fields import FIELDS
@@ -58,6 +60,9 @@ assert OUTLIER_FACTOR * _TOP_CLASS == LONG_TEXT_CHARS < EXACT_LENGTHS
 
 _CONTENT = itemgetter("content")
 _ROLE_AND_CONTENT = itemgetter("role", "content")
+_PAIR_FIELDS = tuple(map(attrgetter, FIELDS))
+# Applied to a conversation by map(), these stay in C: the contents, their lengths, the (role, content) pairs.
+_CONTENTS, _LENGTHS, _ROLES_AND_CONTENTS = partial(map, _CONTENT), partial(map, len), partial(map, _ROLE_AND_CONTENT)
 
 
 def text_length(value: Text) -> int:
@@ -149,7 +154,7 @@ class _FieldLengths:
     """One field's lengths: a histogram, the maximum, and the records that may turn out outliers."""
 
     def __init__(self) -> None:
-        self.counts = array("Q", bytes(8 * 1024))  # grows, by doubling, to the longest length seen
+        self.counts = array("q", bytes(8 * 1024))  # grows, by doubling, to the longest length seen
         self.long_counts: dict[int, int] = {}  # bucket (a length with its low bits cleared) -> count
         self.longest_bucketed = 0  # the exact maximum of the lengths counted in buckets
         self.keep_above = -1  # lengths above this make a record an outlier candidate
@@ -164,10 +169,27 @@ class _FieldLengths:
         if length > self.keep_above:
             self._keep(position, length)
 
+    def add_many(self, positions: Sequence[int], lengths: Iterable[int]) -> None:
+        """``add`` for a batch: one histogram update, and a look at the few records that may be outliers."""
+        import numpy as np
+
+        values = np.fromiter(lengths, dtype=np.int64, count=len(positions))
+        longest = int(values.max())
+        if longest >= len(self.counts):  # rare: add() grows the histogram or buckets the length
+            for position, length in zip(positions, values.tolist(), strict=True):
+                self.add(position, length)
+            return
+        shortest = int(values.min())
+        np.frombuffer(self.counts, dtype=np.int64)[shortest : longest + 1] += np.bincount(values - shortest)
+        if longest > self.keep_above:
+            for row in np.flatnonzero(values > self.keep_above).tolist():
+                if values[row] > self.keep_above:  # keep_above rises as candidates are kept
+                    self._keep(positions[row], int(values[row]))
+
     def _add_long(self, length: int) -> None:
         if length < EXACT_LENGTHS:
             size = min(EXACT_LENGTHS, 1 << length.bit_length())
-            self.counts.extend(array("Q", bytes(8 * (size - len(self.counts)))))
+            self.counts.extend(array("q", bytes(8 * (size - len(self.counts)))))
             self.counts[length] += 1
         else:
             self.longest_bucketed = max(self.longest_bucketed, length)
@@ -189,7 +211,7 @@ class _FieldLengths:
         """(distinct lengths, ascending; how many records have each), long ones as their bucket."""
         import numpy as np  # deferred: keeps importing dpo_lib.data cheap for DAG parsing
 
-        counts = np.frombuffer(self.counts, dtype=np.uint64)
+        counts = np.frombuffer(self.counts, dtype=np.int64)
         exact = np.flatnonzero(counts)
         buckets = sorted(self.long_counts)
         values = np.concatenate((exact, np.array(buckets, dtype=np.int64)))
@@ -262,6 +284,23 @@ class StatsTracker:
         if len(self._hashes) < DUPLICATE_CHECK_RECORDS:
             self._hashes.append(hash(key))  # what fingerprint(pair) returns
             self._positions.append(position)
+
+    def add_batch(self, positions: list[int], pairs: list[PreferencePair]) -> None:
+        """``add`` for a batch of pairs of one format, in a few passes of builtins over the batch."""
+        self.valid_count += len(pairs)
+        fields = [list(map(getter, pairs)) for getter in _PAIR_FIELDS]
+        if isinstance(fields[0][0], str):
+            lengths = [map(len, texts) for texts in fields]
+            keys: Iterable[tuple[Any, ...]] = zip(*fields, strict=True)
+        else:  # per conversation: the sum of its contents' lengths, and its (role, content) pairs
+            lengths = [map(sum, map(_LENGTHS, map(_CONTENTS, conversations))) for conversations in fields]
+            keys = zip(*(map(tuple, map(_ROLES_AND_CONTENTS, conversations)) for conversations in fields), strict=True)
+        for field_lengths, values in zip(self._fields, lengths, strict=True):
+            field_lengths.add_many(positions, values)
+        room = DUPLICATE_CHECK_RECORDS - len(self._hashes)
+        if room > 0:
+            self._hashes.extend(map(hash, islice(keys, room)))
+            self._positions.extend(positions[:room])
 
     @property
     def duplicates_checked(self) -> int:

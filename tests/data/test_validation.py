@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,3 +256,60 @@ def test_randomly_corrupted_files_always_yield_a_report(tmp_path: Path) -> None:
             dataset.load()
         except DatasetError:
             assert not report.ok
+
+
+def random_records(rng: random.Random, conversational: bool) -> list[Any]:
+    """Mostly valid records, with the kinds of trouble the batch checks must notice among them."""
+    texts = ["Hi!", "No.", "café", "日本語", "naïve", "x" * 70 + "é", " spaced ", "", "  ", "a\ud800b", "same"]
+    odd = [None, 7, ["list"], {"obj": 1}]
+
+    def text() -> Any:
+        return rng.choice(texts) if rng.random() < 0.9 else rng.choice(odd)
+
+    def message(role: str) -> Any:
+        if rng.random() < 0.05:
+            return rng.choice([{"role": role}, {"role": "robot", "content": "x"}, "text", {"role": role, "content": 5}])
+        extra = {"name": "n"} if rng.random() < 0.05 else {}
+        return {"role": role, "content": text(), **extra}
+
+    rows = []
+    for i in range(rng.randint(1, 40)):
+        if conversational:
+            row: dict[str, Any] = {"chosen": [message("assistant")], "rejected": [message("assistant")]}
+            if rng.random() < 0.9:
+                row["prompt"] = [message("user")]
+            else:  # implicit prompt: the shared start of both conversations
+                row["chosen"].insert(0, {"role": "user", "content": "q"})
+                row["rejected"].insert(0, {"role": "user", "content": "q"})
+        else:
+            row = {"prompt": f"p{i % 5}", "chosen": text(), "rejected": text()}
+        if rng.random() < 0.05:
+            row.pop(rng.choice(list(row)))
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["text", "conversational"])
+def test_batches_and_single_records_give_the_same_results(
+    monkeypatch: pytest.MonkeyPatch, conversational: bool
+) -> None:
+    """Batches of valid records take a faster path; it must agree with the record-by-record one."""
+    from dpo_lib.data import validation
+
+    def outcome(data: bytes) -> tuple[Any, ...]:
+        dataset = open_dataset(lambda: io.BytesIO(data))
+        report, stats = dataset.validate(), dataset.get_stats()
+        try:
+            pairs: Any = open_dataset(lambda: io.BytesIO(data)).load()
+        except DatasetError as exc:
+            pairs = str(exc)
+        return report.to_dict(), stats.to_dict(), pairs
+
+    rng = random.Random(7)
+    for _ in range(150):
+        rows = random_records(rng, conversational)
+        for data in (json_array(rows).encode("utf-8", "surrogatepass"), jsonl(rows).encode("utf-8", "surrogatepass")):
+            batched = outcome(data)
+            with monkeypatch.context() as patch:
+                patch.setattr(validation, "BATCH_RECORDS", 1)
+                assert outcome(data) == batched
