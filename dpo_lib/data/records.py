@@ -35,7 +35,7 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 """Largest record read, in bytes of the file. Longer ones are reported instead of parsed, which
 bounds the memory and time one record can take (it holds a few times its size while parsed)."""
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 256 * 1024
 """How much is read from the stream at a time, once past the first reads (see ``_Chunks``)."""
 FIRST_CHUNK_BYTES = 64 * 1024
 
