@@ -21,7 +21,7 @@ DEMO_CONF ?= {"dataset_uri": "data/dataset.json", "model": "tiny", "loss": "dpo"
 DATASET ?= data/dataset.json
 ARGS ?= model=tiny datasets=[toy] loss=dpo exp_name=cli
 
-.PHONY: help setup toy demo mlflow check test test-unit test-faults provision lint format schema validate train clean api toy-trigger api-stop docker-build compose-up compose-down test-docker
+.PHONY: help setup toy demo mlflow check test test-unit test-faults provision lint format schema validate train bench-data clean api toy-trigger api-stop docker-build compose-up compose-down test-docker
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -87,6 +87,9 @@ validate: setup  ## validate a dataset: make validate DATASET=path/or/uri
 
 train: toy  ## train from the CLI: make train ARGS="model=tiny datasets=[toy] loss=dpo exp_name=x"
 	$(PY) train.py $(ARGS)
+
+bench-data: setup  ## dataset validation speed (MB/s) and peak memory, JSON array and JSON Lines (docs/benchmarks.md)
+	$(PY) -m dpo_lib bench-data
 
 # --- Serving: Airflow's services on this machine (docs/serving.md) ---
 # Settings (AIRFLOW_PORT, AIRFLOW_ADMIN_USER, AIRFLOW_ADMIN_PASSWORD, DPO_GPU_SLOTS, ...) come from

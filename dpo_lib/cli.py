@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-toy-data": ("dpo_lib.data.toy", "write a learnable toy preference dataset"),
     "metrics": ("dpo_lib.training.metrics_cli", "print a run's metrics.json"),
     "bench": ("dpo_lib.bench", "measure training throughput, MFU and peak memory"),
+    "bench-data": ("dpo_lib.data.bench_data", "measure dataset validation speed (MB/s) and peak memory"),
     "schema": ("dpo_lib.schema_cli", "print or write the run contract's JSON Schemas and reference tables"),
     "services": ("dpo_lib.airflow_local.services_cli", "run Airflow's api-server, scheduler, dag-processor, triggerer"),
     "trigger": ("dpo_lib.api.trigger_cli", "trigger dpo_finetune through Airflow's REST API (--wait: metrics)"),

@@ -58,8 +58,17 @@ def source_name(source: Source) -> str:
 
 @contextmanager
 def open_source(source: Source) -> Iterator[IO[bytes]]:
-    """Open a source for one binary read pass and close it afterwards."""
-    stream = source() if callable(source) else open(os.fspath(source), "rb")
+    """Open a source for one binary read pass and close it afterwards.
+
+    A path must name a regular file: a FIFO, device, socket or directory raises an OSError
+    saying so, at once (a FIFO without a writer would otherwise block forever).
+    """
+    if callable(source):
+        stream = source()
+    else:
+        from dpo_lib.storage.local import open_regular_file  # deferred: storage is not needed for streams
+
+        stream = open_regular_file(source)
     try:
         if not hasattr(stream, "read"):
             raise TypeError(f"dataset source callable returned {type(stream).__name__}, not a binary file")

@@ -6,10 +6,14 @@ root: DAG parameters and config files carry these paths, and a typo or a hostile
 ``../../etc`` must not let a task read or overwrite files elsewhere on the worker.
 The check runs at call time, so a symlink swapped in between the check and the
 open is out of its reach; it guards against mistakes, not against a local attacker.
+
+Only regular files are read (:func:`open_regular_file`): a FIFO without a writer would
+block ``open()`` forever, and a device, socket or directory is no dataset either.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_module
 from collections.abc import Iterator
@@ -28,6 +32,43 @@ from dpo_lib.storage.interface import (
     TransferCorrupted,
 )
 from dpo_lib.storage.uri import parse_uri
+
+_FILE_TYPES = (
+    (stat_module.S_ISDIR, "a directory"),
+    (stat_module.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat_module.S_ISSOCK, "a socket"),
+    (stat_module.S_ISCHR, "a character device"),
+    (stat_module.S_ISBLK, "a block device"),
+)
+
+
+class NotRegularFile(OSError):
+    """The path exists, but is not a regular file: its ``strerror`` says what it is."""
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` (symlinks followed) for reading if it is a regular file, without ever blocking.
+
+    The type is checked before opening, and again on the descriptor, opened with
+    ``O_NONBLOCK`` so that even a FIFO swapped in between cannot make ``open()`` wait for a
+    writer. Anything else raises :class:`NotRegularFile`, naming what the path is.
+    """
+    _require_regular(os.stat(path).st_mode, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _require_regular(os.fstat(fd).st_mode, path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode: int, path: str | os.PathLike[str]) -> None:
+    if stat_module.S_ISREG(mode):
+        return
+    kind = next((name for is_kind, name in _FILE_TYPES if is_kind(mode)), "a special file")
+    raise NotRegularFile(errno.EINVAL, f"is {kind}, not a regular file", os.fspath(path))
 
 
 class LocalStorage(StorageInterface):
@@ -68,7 +109,7 @@ class LocalStorage(StorageInterface):
 
     def upload(self, local_path: str | Path, uri: str) -> ObjectInfo:
         dest = self._object_path(uri)
-        with _os_errors(str(local_path)), open(local_path, "rb") as src:
+        with _os_errors(str(local_path)), open_regular_file(local_path) as src:
             expected = os.fstat(src.fileno()).st_size
             with _os_errors(uri), atomic_destination(dest) as (fh, _):
                 digest = copy_stream(src, fh)
@@ -104,7 +145,7 @@ class LocalStorage(StorageInterface):
     def open_read(self, uri: str) -> BinaryIO:
         path = self._object_path(uri)
         with _os_errors(uri):
-            return open(path, "rb")
+            return open_regular_file(path)
 
     def stat(self, uri: str) -> ObjectInfo:
         path = self._object_path(uri)

@@ -163,9 +163,16 @@ def test_random_bytes_are_reported_invalid_not_crashed_on(data):
         b'{"prompt": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
         json.dumps([{"prompt": "p" * 3_000_000, "chosen": "a", "rejected": "b"}]).encode(),
         b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n' * 20_000,
+        b'{"prompt": "a", "chosen": "c", "prompt": "b", "rejected": "r"}\n' * 2_000,
+        json.dumps([{"prompt": "p", "chosen": "x" * 9_000_000, "rejected": "b"}]).encode(),
+        json.dumps([{"prompt": "p", "chosen": "ok", "rejected": "ok\u200b"}] * 2_000, ensure_ascii=False).encode(),
+        json.dumps(make_toy_pairs(20)).encode("utf-16-le"),
     ],
-    ids=["deep-array", "deep-line", "huge-string", "many-duplicates"],
-)
+    ids=[
+        "deep-array", "deep-line", "huge-string", "many-duplicates", "repeated-keys", "over-the-size-limit",
+        "invisible-differences", "utf-16-without-bom",
+    ],
+)  # fmt: skip
 def test_pathological_datasets_are_answered_quickly_and_clearly(data):
     check_validation(data)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,34 @@ def test_the_validate_command_never_imports_torch_or_transformers() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_fifo_exits_2_at_once_with_a_one_line_reason(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    result = validate(fifo)  # with no writer, open() would wait forever; validate() has a 60 s timeout
+    assert result.returncode == 2
+    assert result.stderr == f"error: {fifo}: cannot read: is a FIFO (named pipe), not a regular file\n"
+
+
+def test_a_device_exits_2_with_a_one_line_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_in_process(capsys, "/dev/null")
+    assert code == 2
+    assert err == "error: /dev/null: cannot read: is a character device, not a regular file\n"
+
+
+HOSTILE = {
+    "utf-16 without bom": (json_array([record()]).encode("utf-16-le"), "looks UTF-16 encoded"),
+    "duplicate key": (b'{"prompt": "a", "prompt": "b", "chosen": "c", "rejected": "r"}\n', "duplicate key"),
+    "zero-width difference": (jsonl([record("p", "same", "same\u200b")]).encode(), "must differ from 'chosen'"),
+    "huge string in an array": (b'[{"prompt": "' + b"x" * 9_000_000 + b'"}]', "longer than 8 MiB"),
+    "deep array": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize(("content", "reason"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_files_exit_1_with_the_reason_and_no_traceback(tmp_path: Path, content: bytes, reason: str) -> None:
+    result = validate(write(tmp_path, "hostile.data", content))
+    assert result.returncode == 1, result.stderr
+    assert reason in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,10 @@ def test_a_truncated_json_array_is_reported_as_such(tmp_path: Path) -> None:
     content = f"[{GOOD}, {GOOD[:20]}"
     location, _, message = only_error(validate_bytes(tmp_path, content, "d.json"))
     assert location == "record 1"
-    assert "premature EOF" in message and "truncated" in message
+    assert "unexpected end of file" in message and "truncated" in message
+    location, _, message = only_error(validate_bytes(tmp_path, f'[{GOOD}, {{"prompt": "p', "d.json"))
+    assert location == "record 1"
+    assert "never ends" in message and "truncated" in message
 
 
 def test_trailing_garbage_after_the_array_is_a_file_error(tmp_path: Path) -> None:
@@ -149,17 +153,19 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     array = validate_bytes(tmp_path, f'[{GOOD}, {{"prompt": {deep}}}]', "d.json")
     assert only_error(array)[0] == "record 1"
-    assert f"deeper than {records.MAX_DEPTH} levels" in array.errors[0].message
+    assert "nested too deeply" in array.errors[0].message
     lines = validate_bytes(tmp_path, f'{GOOD}\n{{"prompt": {deep}}}\n{GOOD}\n')
-    assert lines.errors[0].location == "line 2"
+    assert only_error(lines)[0] == "line 2"
+    assert "nested too deeply" in lines.errors[0].message
 
 
 def test_an_over_long_json_line_is_skipped_with_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(records, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 1000)
     long_line = json.dumps(record(prompt="x" * 5000))
     report = validate_bytes(tmp_path, f"{GOOD}\n{long_line}\n{GOOD}\n")
     assert only_error(report)[0] == "line 2"
     assert "longer than" in report.errors[0].message
+    assert report.record_count == 3
 
 
 def test_errors_are_capped_but_all_counted(tmp_path: Path) -> None:
@@ -250,3 +256,60 @@ def test_randomly_corrupted_files_always_yield_a_report(tmp_path: Path) -> None:
             dataset.load()
         except DatasetError:
             assert not report.ok
+
+
+def random_records(rng: random.Random, conversational: bool) -> list[Any]:
+    """Mostly valid records, with the kinds of trouble the batch checks must notice among them."""
+    texts = ["Hi!", "No.", "café", "日本語", "naïve", "x" * 70 + "é", " spaced ", "", "  ", "a\ud800b", "same"]
+    odd = [None, 7, ["list"], {"obj": 1}]
+
+    def text() -> Any:
+        return rng.choice(texts) if rng.random() < 0.9 else rng.choice(odd)
+
+    def message(role: str) -> Any:
+        if rng.random() < 0.05:
+            return rng.choice([{"role": role}, {"role": "robot", "content": "x"}, "text", {"role": role, "content": 5}])
+        extra = {"name": "n"} if rng.random() < 0.05 else {}
+        return {"role": role, "content": text(), **extra}
+
+    rows = []
+    for i in range(rng.randint(1, 40)):
+        if conversational:
+            row: dict[str, Any] = {"chosen": [message("assistant")], "rejected": [message("assistant")]}
+            if rng.random() < 0.9:
+                row["prompt"] = [message("user")]
+            else:  # implicit prompt: the shared start of both conversations
+                row["chosen"].insert(0, {"role": "user", "content": "q"})
+                row["rejected"].insert(0, {"role": "user", "content": "q"})
+        else:
+            row = {"prompt": f"p{i % 5}", "chosen": text(), "rejected": text()}
+        if rng.random() < 0.05:
+            row.pop(rng.choice(list(row)))
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["text", "conversational"])
+def test_batches_and_single_records_give_the_same_results(
+    monkeypatch: pytest.MonkeyPatch, conversational: bool
+) -> None:
+    """Batches of valid records take a faster path; it must agree with the record-by-record one."""
+    from dpo_lib.data import validation
+
+    def outcome(data: bytes) -> tuple[Any, ...]:
+        dataset = open_dataset(lambda: io.BytesIO(data))
+        report, stats = dataset.validate(), dataset.get_stats()
+        try:
+            pairs: Any = open_dataset(lambda: io.BytesIO(data)).load()
+        except DatasetError as exc:
+            pairs = str(exc)
+        return report.to_dict(), stats.to_dict(), pairs
+
+    rng = random.Random(7)
+    for _ in range(150):
+        rows = random_records(rng, conversational)
+        for data in (json_array(rows).encode("utf-8", "surrogatepass"), jsonl(rows).encode("utf-8", "surrogatepass")):
+            batched = outcome(data)
+            with monkeypatch.context() as patch:
+                patch.setattr(validation, "BATCH_RECORDS", 1)
+                assert outcome(data) == batched

@@ -1,10 +1,12 @@
-"""LocalStorage: round trips, URI forms, root confinement and atomic copies."""
+"""LocalStorage: round trips, URI forms, root confinement, atomic copies, and only regular files read."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -290,3 +292,86 @@ def test_downloaded_file_gets_normal_permissions(storage: LocalStorage, root: Pa
     finally:
         os.umask(umask)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+def call_that_may_block_on(fifo: Path, call: Any) -> Any:
+    """``call()`` in a thread; if it is still blocked after a while (in ``open()`` of ``fifo``,
+    waiting for a writer), release it by opening the FIFO for writing, then fail."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        with open(fifo, "wb"):
+            pass
+        thread.join(10)
+        pytest.fail(f"blocked opening the FIFO {fifo}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_open_read_refuses_a_fifo_at_once(storage: LocalStorage, root: Path):
+    fifo = root / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(StorageError, match=r"pipe: is a FIFO \(named pipe\), not a regular file"):
+        call_that_may_block_on(fifo, lambda: storage.open_read("pipe"))
+    with pytest.raises(StorageError, match="not a regular file"):
+        call_that_may_block_on(fifo, lambda: storage.download("pipe", root / "copy"))
+    assert not storage.exists("pipe")
+
+
+def test_upload_refuses_a_fifo_as_its_source(storage: LocalStorage, tmp_path: Path):
+    fifo = tmp_path / "source-pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(StorageError, match="is a FIFO"):
+        call_that_may_block_on(fifo, lambda: storage.upload(fifo, "x.bin"))
+    assert not storage.exists("x.bin")
+
+
+def test_a_symlink_to_a_fifo_inside_the_root_is_refused_too(storage: LocalStorage, root: Path):
+    os.mkfifo(root / "pipe")
+    (root / "link").symlink_to(root / "pipe")
+    with pytest.raises(StorageError, match="is a FIFO"):
+        call_that_may_block_on(root / "pipe", lambda: storage.open_read("link"))
+
+
+def test_sockets_devices_and_directories_are_not_read(storage: LocalStorage, root: Path):
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(root / "sock"))
+        with pytest.raises(StorageError, match="is a socket, not a regular file"):
+            storage.open_read("sock")
+    with pytest.raises(StorageError, match="is a character device, not a regular file"):
+        LocalStorage("/dev").open_read("null")
+    (root / "dir").mkdir()
+    with pytest.raises(StorageError, match="is a directory"):
+        storage.open_read("dir")
+
+
+def test_open_regular_file_checks_the_open_descriptor_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A FIFO swapped in between the check and the open: O_NONBLOCK keeps open() from waiting, and the
+    descriptor's own type is checked."""
+    import dpo_lib.storage.local as local_module
+
+    class StatSaysRegular:
+        """The os module as local.py sees it, except that stat() calls every path a regular file."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        @staticmethod
+        def stat(path: Any) -> os.stat_result:
+            return os.stat(__file__)
+
+    fifo = tmp_path / "swapped"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(local_module, "os", StatSaysRegular())  # the check before opening is fooled
+    with pytest.raises(local_module.NotRegularFile, match="is a FIFO"):
+        call_that_may_block_on(fifo, lambda: local_module.open_regular_file(fifo))
