@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 def stage_inputs(spec: RunSpec, settings: Settings) -> Manifest:
     """The stage task: the dataset (:func:`stage_dataset`), then the model from ``model_uri`` if the
-    request names one (:func:`stage_model`), then how truncation cuts the dataset with the model's
-    tokenizer (:func:`measure_truncation`); one manifest records them. Errors as :func:`stage_dataset`'s;
-    on any failure nothing this run staged is left behind (a finished cache entry stays: it is whole).
+    request names one (:func:`stage_model`) and how truncation cuts the dataset with its tokenizer
+    (:func:`measure_truncation`; with a preset, train's first lines report it); one manifest records
+    them. Errors as :func:`stage_dataset`'s; on any failure nothing this run staged is left behind (a finished cache entry stays: it is whole).
     """
     from dpo_lib.io import atomic_write_json
 
@@ -31,13 +31,8 @@ def stage_inputs(spec: RunSpec, settings: Settings) -> Manifest:
     try:
         if spec.request.model_uri is not None:
             model = stage_model(spec, settings)
-            manifest = manifest.model_copy(update={"model": model})
-            folder: Path | None = Path(model.path)
-        else:
-            path = Path(spec.train.model.name_or_path)
-            folder = path if path.is_absolute() else settings.workdir / path
-        if folder.is_dir():  # a Hub name is left to the trainer's first lines
-            manifest = manifest.model_copy(update={"truncation": measure_truncation(spec, manifest, folder)})
+            truncation = measure_truncation(spec, manifest, Path(model.path))
+            manifest = manifest.model_copy(update={"model": model, "truncation": truncation})
         atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
     except BaseException:
         Path(spec.dataset_path).unlink(missing_ok=True)
