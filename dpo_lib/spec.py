@@ -614,6 +614,54 @@ class StagedModel(Contract):
     from_cache: bool = Field(description="true: an earlier run had staged the same content; nothing was downloaded")
 
 
+class TokenLengths(Contract):
+    """Percentiles (linear interpolation between ranks) and maximum of a length in tokens."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: int
+
+
+class Truncation(Contract):
+    """What the trainer's truncation rule (dpo_lib/data/tokenize.py) does to a dataset's valid pairs
+    with a tokenizer and lengths; ``lengths`` are before truncation (prompt, chosen, rejected, and
+    sequence: the prompt with the longer completion)."""
+
+    tokenizer: str = Field(description="the tokenizer's folder or Hub name")
+    max_length: int
+    max_prompt_length: int
+    truncation_mode: Literal["keep_end", "keep_start"]
+    pair_count: int
+    truncated_pairs: int = Field(description="pairs that lose at least one token")
+    prompt_truncated_pairs: int = Field(description="pairs whose prompt is cut to max_prompt_length")
+    response_truncated_pairs: int = Field(description="pairs whose chosen or rejected completion is cut")
+    tokens_dropped: int = Field(description="tokens cut off in all (prompt and both completions of each pair)")
+    max_tokens_dropped: int = Field(description="the most tokens cut off one pair")
+    lengths: dict[str, TokenLengths] = Field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: how many pairs lose tokens at ``max_length``, and how many they lose."""
+        head = f"truncation at max_length {self.max_length} (max_prompt_length {self.max_prompt_length})"
+        if not self.truncated_pairs:
+            return f"{head}: none of {self.pair_count:,} pairs loses a token"
+        share = 100 * self.truncated_pairs / self.pair_count
+        return (
+            f"{head}: {self.truncated_pairs:,} of {self.pair_count:,} pairs ({share:.2f}%) lose tokens "
+            f"({self.prompt_truncated_pairs:,} in the prompt, {self.response_truncated_pairs:,} in a completion); "
+            f"{self.tokens_dropped:,} tokens dropped, {self.tokens_dropped / self.truncated_pairs:,.1f} a truncated "
+            f"pair on average, at most {self.max_tokens_dropped:,}"
+        )
+
+    def format_text(self) -> str:
+        """The summary line, then one line of token-length percentiles per length (before truncation)."""
+        lines = [self.summary(), f"lengths in tokens of {self.tokenizer} (p50 / p90 / p99 / max):"]
+        for name, stats in self.lengths.items():
+            values = " / ".join(f"{value:g}" for value in (stats.p50, stats.p90, stats.p99, stats.max))
+            lines.append(f"  {name:<9} {values}")
+        return "\n".join(lines)
+
+
 class Manifest(Contract):
     """What ``stage`` wrote: the staged dataset, as validated (``manifest.json`` beside the run spec)."""
 
@@ -627,6 +675,7 @@ class Manifest(Contract):
     warning_count: int
     staged_at: str
     model: StagedModel | None = None  # set when the request names model_uri
+    truncation: Truncation | None = None  # set when the staged model's tokenizer could be loaded
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:

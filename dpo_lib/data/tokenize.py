@@ -62,6 +62,13 @@ def tokenize_pair(
     max_prompt_length: int,
     truncation_mode: str = "keep_end",
 ) -> TokenizedPair:
+    prompt_ids, chosen_ids, rejected_ids = encode_pair(pair, tokenizer)
+    return truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length=max_length,
+                         max_prompt_length=max_prompt_length, truncation_mode=truncation_mode)  # fmt: skip
+
+
+def encode_pair(pair: PreferencePair, tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of prompt (after BOS), chosen and rejected (each closed by EOS), before any truncation."""
     prompt, chosen, rejected = render_pair(pair, tokenizer)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if tokenizer.bos_token_id is not None and not pair.is_conversational:
@@ -69,7 +76,19 @@ def tokenize_pair(
     eos = [] if pair.is_conversational else [tokenizer.eos_token_id]  # chat templates close turns themselves
     chosen_ids = tokenizer(chosen, add_special_tokens=False)["input_ids"] + eos
     rejected_ids = tokenizer(rejected, add_special_tokens=False)["input_ids"] + eos
+    return prompt_ids, chosen_ids, rejected_ids
 
+
+def truncate_pair(
+    prompt_ids: list[int],
+    chosen_ids: list[int],
+    rejected_ids: list[int],
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    truncation_mode: str = "keep_end",
+) -> TokenizedPair:
+    """The truncation rule of the module docstring, applied to a pair's token ids."""
     truncated = 0
     if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
         before = len(prompt_ids) + len(chosen_ids) + len(rejected_ids)

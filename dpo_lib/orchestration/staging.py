@@ -14,31 +14,50 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dpo_lib.settings import Settings
-from dpo_lib.spec import STAGED_DATASET, Manifest, RunSpec, SpecError, StagedModel
+from dpo_lib.spec import STAGED_DATASET, Manifest, RunSpec, SpecError, StagedModel, Truncation
 
 log = logging.getLogger(__name__)
 
 
 def stage_inputs(spec: RunSpec, settings: Settings) -> Manifest:
     """The stage task: the dataset (:func:`stage_dataset`), then the model from ``model_uri`` if the
-    request names one (:func:`stage_model`); one manifest records both. Errors as :func:`stage_dataset`'s;
-    on any failure nothing this run staged is left behind (a finished cache entry stays: it is whole).
+    request names one (:func:`stage_model`) and how truncation cuts the dataset with its tokenizer
+    (:func:`measure_truncation`; with a preset, train's first lines report it); one manifest records
+    them. Errors as :func:`stage_dataset`'s; on any failure nothing this run staged is left behind (a finished cache entry stays: it is whole).
     """
-    if spec.request.model_uri is None:
-        return stage_dataset(spec, settings)
+    from dpo_lib.io import atomic_write_json
+
     manifest = stage_dataset(spec, settings, write_manifest=False)
     try:
-        model = stage_model(spec, settings)
-        manifest = manifest.model_copy(update={"model": model})
-        from dpo_lib.io import atomic_write_json
-
+        if spec.request.model_uri is not None:
+            model = stage_model(spec, settings)
+            truncation = measure_truncation(spec, manifest, Path(model.path))
+            manifest = manifest.model_copy(update={"model": model, "truncation": truncation})
         atomic_write_json(spec.manifest_path, manifest.model_dump(mode="json"))
     except BaseException:
         Path(spec.dataset_path).unlink(missing_ok=True)
-        if (link := Path(spec.train.model.name_or_path)).is_symlink():
+        if spec.request.model_uri is not None and (link := Path(spec.train.model.name_or_path)).is_symlink():
             link.unlink()
         raise
     return manifest
+
+
+def measure_truncation(spec: RunSpec, manifest: Manifest, model_folder: Path) -> Truncation | None:
+    """How the trainer's truncation cuts the staged dataset with the tokenizer in ``model_folder``,
+    logged in one line; None (and a warning) when the tokenizer cannot be loaded or used here."""
+    from dpo_lib.data.truncation import measure_truncation as measure
+    from dpo_lib.models.tokenizer import load_tokenizer
+
+    model = spec.train.model
+    config = spec.train.model_copy(update={"model": model.model_copy(update={"name_or_path": str(model_folder)})})
+    try:
+        tokenizer = load_tokenizer(config.model)
+        truncation = measure(spec.dataset_path, tokenizer, config, format=manifest.format)
+    except Exception as exc:  # noqa: BLE001 - no transformers on this worker, no tokenizer files: train still says
+        log.warning("truncation not measured: cannot use the tokenizer of %s here (%s)", model_folder, exc)
+        return None
+    log.log(logging.WARNING if truncation.truncated_pairs else logging.INFO, "%s", truncation.summary())
+    return truncation
 
 
 def stage_model(spec: RunSpec, settings: Settings) -> StagedModel:

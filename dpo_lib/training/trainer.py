@@ -33,7 +33,8 @@ import torch
 from dpo_lib.data.tokenize import TokenizedPair, truncation_summary
 from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import build_loss
-from dpo_lib.spec import ModelConfig, TrainConfig, TrainerConfig
+from dpo_lib.models.tokenizer import load_tokenizer
+from dpo_lib.spec import TrainConfig, TrainerConfig
 from dpo_lib.tracking import NULL_TRACKER
 from dpo_lib.training import adapters, attention, checkpoint, model_card
 from dpo_lib.training.clipping import clip_gradients
@@ -75,15 +76,6 @@ def load_causal_lm(
         with torch.device(device or "cpu"):  # initialise where it will run: a 1B model inits slowly on a CPU
             return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn)
-
-
-def load_tokenizer(model: ModelConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_name_or_path or model.name_or_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def resolve_device(options: TrainerConfig) -> torch.device:

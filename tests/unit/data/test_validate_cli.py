@@ -14,7 +14,7 @@ import pytest
 from dpo_lib import cli
 from dpo_lib.data import validate_cli
 from tests.conftest import REPO
-from tests.support.datasets import json_array, jsonl, record, write
+from tests.support.datasets import expected_cuts, json_array, jsonl, record, write
 
 
 def validate(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -229,3 +229,65 @@ def test_hostile_files_exit_1_with_the_reason_and_no_traceback(tmp_path: Path, c
     assert result.returncode == 1, result.stderr
     assert reason in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's tokenizer alone: enough for --model, without building weights."""
+    from dpo_lib.tiny_model import build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_with_a_model_the_stats_count_the_pairs_truncation_cuts(
+    tmp_path: Path, tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [record(f"Question {i}?", "An answer.", "No.") for i in range(5)]
+    rows += [record("Say hi. " * 5000, "Hi!", "No."), record("Be brief.", "Yes. " * 300, "No.")]
+    rows += [record("Tell a story. " * 40, "Once upon a time.", "No.")]
+    path = write(tmp_path, "d.jsonl", jsonl(rows))
+    cuts = expected_cuts(tokenizer_dir, rows, 64, 32)
+    assert sum(1 for cut in cuts if cut) == 3  # the dataset does what it is meant to
+
+    code, out, _ = run_in_process(
+        capsys, path, "--model", tokenizer_dir, "--max-length", "64", "--max-prompt-length", "32", "--json"
+    )
+    assert code == 0
+    truncation = json.loads(out)["truncation"]
+    assert (truncation["pair_count"], truncation["truncated_pairs"]) == (8, 3)
+    assert (truncation["prompt_truncated_pairs"], truncation["response_truncated_pairs"]) == (2, 1)
+    assert truncation["tokens_dropped"] == sum(cuts)
+    assert truncation["max_tokens_dropped"] == max(cuts)
+    assert truncation["lengths"]["prompt"]["max"] > 5000
+
+    code, out, _ = run_in_process(
+        capsys, path, "--model", tokenizer_dir, "--max-length", "64", "--max-prompt-length", "32"
+    )
+    assert code == 0
+    summary = "truncation at max_length 64 (max_prompt_length 32): 3 of 8 pairs (37.50%) lose tokens"
+    assert summary in out
+    assert f"at most {max(cuts):,}" in out
+
+
+def test_without_a_model_nothing_is_tokenized_and_json_has_no_truncation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record()])), "--json")
+    assert code == 0 and "truncation" not in json.loads(out)
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--max-length", "64"], "--max-length needs --model"),
+        (["--model", "no-such-preset"], "--model no-such-preset: neither a folder nor a preset"),
+        (["--model", "tiny", "--max-length", "32", "--max-prompt-length", "40"], "must be smaller than max_length"),
+    ],
+)
+def test_bad_truncation_options_exit_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], reason: str
+) -> None:
+    code, _, err = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record()])), *args)
+    assert code == 2 and reason in err

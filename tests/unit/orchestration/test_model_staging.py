@@ -16,6 +16,7 @@ from dpo_lib.orchestration import staging
 from dpo_lib.orchestration.plan import plan_run
 from dpo_lib.spec import Manifest, SpecError
 from dpo_lib.storage.local import LocalStorage
+from tests.support.datasets import expected_cuts, jsonl, record
 from tests.support.settings_under import settings_under
 
 MODEL_FILES = {
@@ -224,3 +225,29 @@ def test_abandoned_temporary_folders_are_removed_when_old(tmp_path):
     os.utime(old, (0, 0))
     assert cache.remove_abandoned(older_than_s=3600) == [old]
     assert fresh.exists()
+
+
+def test_staging_records_how_truncation_cuts_the_dataset_with_the_staged_tokenizer(settings, caplog):
+    from dpo_lib.tiny_model import build_tokenizer
+
+    folder = settings.workdir / "store" / "with-tokenizer"
+    build_tokenizer().save_pretrained(write_model(folder, {k: v for k, v in MODEL_FILES.items() if "token" not in k}))
+    rows = make_toy_pairs(40) + [record("Say hi. " * 3000, "Hi!", "No."), record("Be brief.", "Yes. " * 200, "No.")]
+    (settings.workdir / "data" / "long.jsonl").write_text(jsonl(rows))
+    spec = plan(settings, {"dataset_uri": "data/long.jsonl", "model_uri": "store/with-tokenizer"})
+    cuts = expected_cuts(folder, rows, spec.train.max_length, spec.train.max_prompt_length)
+
+    with caplog.at_level(logging.INFO, logger="dpo_lib.orchestration.staging"):
+        manifest = staging.stage_inputs(spec, settings)
+    truncation = manifest.truncation
+    assert truncation is not None and Manifest.read(spec.manifest_path).truncation == truncation
+    assert (truncation.pair_count, truncation.truncated_pairs) == (42, sum(1 for cut in cuts if cut))
+    assert (truncation.tokens_dropped, truncation.max_tokens_dropped) == (sum(cuts), max(cuts))
+    assert f"of 42 pairs ({100 * truncation.truncated_pairs / 42:.2f}%) lose tokens" in caplog.text
+
+
+def test_a_model_whose_tokenizer_cannot_be_loaded_stages_without_truncation_figures(settings, caplog):
+    with caplog.at_level(logging.INFO, logger="dpo_lib.orchestration.staging"):
+        manifest = staging.stage_inputs(plan(settings), settings)
+    assert manifest.model is not None and manifest.truncation is None
+    assert "truncation not measured" in caplog.text
