@@ -143,8 +143,9 @@ def same_messages(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) 
 
 def same_text(a: str, b: str) -> bool:
     """Whether two texts read the same: equal once surrounding whitespace and zero-width characters
-    (:data:`ZERO_WIDTH`) are removed and both are in Unicode normal form C (so ``"é"`` written as
-    one character or as ``"e"`` and a combining accent compare equal)."""
+    (:data:`ZERO_WIDTH`) are removed and both are in Unicode normal form KC (so ``"é"`` written as
+    one character or as ``"e"`` and a combining accent compare equal, and so do full-width letters
+    and ligatures with the letters they stand for)."""
     a, b = a.strip(), b.strip()
     if a == b:
         return True
@@ -156,7 +157,7 @@ def same_text(a: str, b: str) -> bool:
 def _canonical(text: str) -> str:
     if any(char in text for char in ZERO_WIDTH):
         text = text.translate(_DROP_ZERO_WIDTH)
-    return unicodedata.normalize("NFC", text).strip()
+    return unicodedata.normalize("NFKC", text).strip()
 
 
 def _differ_in_ascii(a: str, b: str) -> bool:

@@ -1,7 +1,8 @@
 """``python -m dpo_lib validate PATH_OR_URI [--format F] [--json]``.
 
-Exit status: 0 valid (warnings allowed), 1 invalid, 2 the input could not be read (missing
-file, permission, storage error, unknown format name). Airflow tasks branch on it, so bad
+Exit status: 0 valid (warnings allowed), 1 invalid (including too few pairs for a run: one to
+train on and one held out, as ``stage`` requires), 2 the input could not be read (missing file,
+permission, storage error, unknown format name). Airflow tasks branch on it, so bad
 input of any kind must end in one of these codes with a message, never a traceback.
 """
 
@@ -16,6 +17,8 @@ from urllib.parse import unquote, urlparse
 from dpo_lib.data.dataset import open_dataset
 from dpo_lib.data.formats import FORMATS
 from dpo_lib.data.interface import Source
+from dpo_lib.data.issues import Issue
+from dpo_lib.data.split import split_problem
 
 EXIT_VALID = 0
 EXIT_INVALID = 1
@@ -46,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         source, backend = _resolve(args.source)
         dataset = open_dataset(source, args.format, name=name)
         report = dataset.validate()
+        if report.ok and (problem := split_problem(report.record_count, eval_fraction=0.0)):
+            report.errors.append(Issue("file", None, f"dataset {problem}"))  # stage would refuse it
+            report.error_count += 1
         stats = dataset.get_stats()
     except Exception as exc:  # noqa: BLE001 - the contract is an exit code and a message, not a traceback
         return _fail(name, _describe(exc), args.json)

@@ -81,6 +81,8 @@ INVISIBLE = {
     "zero width joiner": ("Hello there", "Hello there\u200d"),
     "word joiner": ("Hello there", "\u2060Hello there"),
     "byte order mark": ("Hello there", "Hello\ufeff there"),
+    "NFKC full-width letters": ("Hello there", "Ｈｅｌｌｏ there"),
+    "NFKC ligature": ("fine answer", "\ufb01ne answer"),
     "both at once": ("naïve answer", unicodedata.normalize("NFD", "naïve\u200b answer")),
 }
 
