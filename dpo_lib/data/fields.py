@@ -144,7 +144,8 @@ def same_messages(chosen: list[dict[str, str]], rejected: list[dict[str, str]]) 
 def same_text(a: str, b: str) -> bool:
     """Whether two texts read the same: equal once surrounding whitespace and zero-width characters
     (:data:`ZERO_WIDTH`) are removed and both are in Unicode normal form C (so ``"é"`` written as
-    one character or as ``"e"`` and a combining accent compare equal)."""
+    one character or as ``"e"`` and a combining accent compare equal). Compatibility forms stay
+    apart: ``"x²"`` is not ``"x2"``, nor a full-width letter its ASCII one."""
     a, b = a.strip(), b.strip()
     if a == b:
         return True

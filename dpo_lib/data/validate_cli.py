@@ -4,8 +4,9 @@ With ``--model`` (a preset of configs/model/ or a Hugging Face folder) the stati
 the trainer's truncation cuts the data with that model's tokenizer and lengths
 (:mod:`dpo_lib.data.truncation`), measured in the same pass.
 
-Exit status: 0 valid (warnings allowed), 1 invalid, 2 the input could not be read (missing
-file, permission, storage error, unknown format name). Airflow tasks branch on it, so bad
+Exit status: 0 valid (warnings allowed), 1 invalid (including too few pairs for a run: one to
+train on and one held out, as ``stage`` requires), 2 the input could not be read (missing file,
+permission, storage error, unknown format name). Airflow tasks branch on it, so bad
 input of any kind must end in one of these codes with a message, never a traceback.
 """
 
@@ -22,7 +23,9 @@ from urllib.parse import unquote, urlparse
 from dpo_lib.data.dataset import open_dataset
 from dpo_lib.data.formats import FORMATS
 from dpo_lib.data.interface import Source
+from dpo_lib.data.issues import Issue
 from dpo_lib.data.pair import PreferencePair
+from dpo_lib.data.split import split_problem
 from dpo_lib.data.validation import DatasetScan
 
 if TYPE_CHECKING:  # imported when --model is given: plain validation does not pay for pydantic
@@ -74,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
             for _, pair in scan.pairs():
                 _measure(tracker, pair)
             report, stats = scan.finish()
+        if report.ok and (problem := split_problem(report.record_count, eval_fraction=0.0)):
+            report.errors.append(Issue("file", None, f"dataset {problem}"))  # stage would refuse it
+            report.error_count += 1
     except Exception as exc:  # noqa: BLE001 - the contract is an exit code and a message, not a traceback
         return _fail(name, _describe(exc), args.json)
     finally:

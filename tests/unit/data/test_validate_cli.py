@@ -75,7 +75,7 @@ def test_a_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_format_flag_forces_the_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, "d.json", json_array([record()]))
+    path = write(tmp_path, "d.json", json_array([record("q"), record()]))
     assert run_in_process(capsys, path, "--format", "json")[0] == 0
     code, out, _ = run_in_process(capsys, path, "--format", "jsonl")
     assert code == 1
@@ -136,14 +136,24 @@ def test_binary_garbage_in_a_real_process_gives_no_traceback(tmp_path: Path) -> 
     assert "file: top level must be a JSON array" in result.stdout
 
 
+def test_a_single_pair_exits_1_as_too_few_to_train_and_hold_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record()])))
+    assert code == 1  # stage refuses it (no held-out pair): the CLI must not call it valid
+    assert "file: dataset holds 1 preference pair(s); a run needs at least 2" in out
+
+
 def test_huge_strings_are_read_and_flagged_as_long(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_in_process(capsys, write(tmp_path, "d.json", json_array([record(chosen="x" * 3_000_000)])))
+    code, out, _ = run_in_process(
+        capsys, write(tmp_path, "d.json", json_array([record("q"), record(chosen="x" * 3_000_000)]))
+    )
     assert code == 0
     assert "unusually long: 3000000 characters" in out
 
 
 def test_file_uris_are_read_as_local_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, "d.jsonl", jsonl([record()]))
+    path = write(tmp_path, "d.jsonl", jsonl([record("q"), record()]))
     assert run_in_process(capsys, path.as_uri())[0] == 0
 
 
@@ -173,7 +183,7 @@ def test_remote_uris_are_streamed_through_storage_open_read(
 ) -> None:
     import dpo_lib.storage
 
-    backend = FakeBackend(jsonl([record()]).encode())
+    backend = FakeBackend(jsonl([record("q"), record()]).encode())
     monkeypatch.setattr(dpo_lib.storage, "get_storage", lambda uri: backend)
 
     assert cli.main(["validate", "gs://bucket/d.jsonl", "--json"]) == 0
@@ -274,7 +284,7 @@ def test_with_a_model_the_stats_count_the_pairs_truncation_cuts(
 def test_without_a_model_nothing_is_tokenized_and_json_has_no_truncation(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record()])), "--json")
+    code, out, _ = run_in_process(capsys, write(tmp_path, "d.jsonl", jsonl([record(), record("Bye.")])), "--json")
     assert code == 0 and "truncation" not in json.loads(out)
 
 
