@@ -1,23 +1,7 @@
-"""The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``).
-
+"""The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``):
 validate → stage → train → evaluate → publish → compare → promote, with cleanup as the teardown of
-validate and stage (publish, compare and promote: docs/results.md). Values
-move as task results: ``validate`` returns the path of the run spec it wrote, and every later task
-takes that path. DAG files call :func:`build_finetune_dag` and only choose the DAG's id, schedule
-and Param defaults, so the on-demand and the nightly fine-tune can never drift apart.
-
-Retries are chosen per task:
-
-* ``validate`` and ``stage`` fail at once on a bad request, config or dataset
-  (``AirflowFailException``: retrying cannot fix it) but retry anything else, such as storage
-  being unreachable (``stage`` with exponential backoff);
-* ``train`` retries at least twice with exponential backoff and resumes from the run's newest
-  checkpoint, so a retry repeats only the steps since it (first delay ``DPO_TRAIN_RETRY_DELAY_S``);
-* ``evaluate`` and ``compare`` retry once, ``cleanup`` a couple of times (removing a folder is idempotent);
-* ``publish`` and ``promote`` retry storage and MLflow outages with backoff (each step is idempotent).
-
-Every try has a time limit: train's ``DPO_TRAIN_TIMEOUT_H``, stage's and evaluate's
-``DPO_TASK_TIMEOUT_MIN``, validate's and cleanup's ten minutes.
+validate and stage. ``validate`` returns the run spec's path and every later task takes it. Retries and
+time limits per task: :func:`task_options` (docs/serving.md#retries).
 """
 
 from __future__ import annotations
@@ -129,7 +113,7 @@ def build_finetune_dag(
     param_defaults: Mapping[str, Any] | None = None,
     runtime_variables: Mapping[str, str] | None = None,
     max_active_runs: int | None = None,
-    description: str = "DPO fine-tune: validate, stage the dataset, train, evaluate, clean up",
+    description: str = "DPO fine-tune: validate, stage data and model, train, evaluate, publish, compare, promote",
     doc_md: str | None = None,
     tags: list[str] | None = None,
     settings: Settings | None = None,
@@ -178,7 +162,7 @@ def build_finetune_dag(
 
         @task(multiple_outputs=False, outlets=[DATASET_ALIAS], **task_options("stage", settings))
         def stage(spec_path: str) -> dict:
-            """The dataset copied into the run's folder and validated there; a bad one fails here."""
+            """The dataset copied into the run's folder and validated there, and the model_uri's model staged; bad data fails here."""
             from dpo_lib.dag.assets import emit_dataset
             from dpo_lib.orchestration import tasks
 
