@@ -27,42 +27,28 @@ log = logging.getLogger(__name__)
 SHORT = timedelta(minutes=10)
 
 
+def backoff(first: timedelta, longest: timedelta) -> dict[str, Any]:
+    """Retry delays that double from ``first`` up to ``longest``."""
+    return {"retry_delay": first, "retry_exponential_backoff": 2.0, "max_retry_delay": longest}
+
+
 def task_options(task_id: str, settings: Settings) -> dict[str, Any]:
     """Retries, retry delays and the time limit of one try, per task."""
     longer = timedelta(minutes=settings.task_timeout_min)
+    train_delay = timedelta(seconds=settings.train_retry_delay_s)
     options: dict[str, dict[str, Any]] = {
         "validate": {"retries": 2, "retry_delay": timedelta(seconds=10), "execution_timeout": SHORT},
-        "stage": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=15),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=5),
-            "execution_timeout": longer,
-        },
+        "stage": {"retries": 3, **backoff(timedelta(seconds=15), timedelta(minutes=5)), "execution_timeout": longer},
         "train": {
             "retries": 2,
-            "retry_delay": timedelta(seconds=settings.train_retry_delay_s),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=10),
+            **backoff(train_delay, timedelta(minutes=10)),
             "execution_timeout": timedelta(hours=settings.train_timeout_h),
         },
         "evaluate": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
         "cleanup": {"retries": 2, "retry_delay": timedelta(seconds=5), "execution_timeout": SHORT},
-        "publish": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=10),
-            "execution_timeout": longer,
-        },
+        "publish": {"retries": 3, **backoff(timedelta(seconds=30), timedelta(minutes=10)), "execution_timeout": longer},
         "compare": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
-        "promote": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=15),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=5),
-            "execution_timeout": SHORT,
-        },
+        "promote": {"retries": 3, **backoff(timedelta(seconds=15), timedelta(minutes=5)), "execution_timeout": SHORT},
     }
     return {**options[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
 
