@@ -31,7 +31,8 @@ steps, β…). Scripts can trigger it too: `POST /dpo/trigger-finetune` or Airfl
 **What happens**, task by task:
 
 1. `validate` checks your request; a bad field fails here, named, before anything is copied.
-2. `stage` copies the dataset and checks every record; bad data fails here, naming the record.
+2. `stage` copies the dataset and checks every record, and the base model if `model_uri` names one; bad data
+   fails here, naming the record.
 3. `train` fine-tunes the model. If it is interrupted, Airflow retries it and it resumes from its last checkpoint.
 4. `evaluate` measures the model and the reference on the held-out pairs.
 5. `publish` stores the model and its results (at `output_uri`; by default beside the dataset), logs the
@@ -39,7 +40,7 @@ steps, β…). Scripts can trigger it too: `POST /dpo/trigger-finetune` or Airfl
 6. `compare` measures the current champion on the same pairs, and has each model answer a few held-out prompts.
 7. `promote` makes the new version the champion only if it beats the current one (`promotion` says by
    which metric and margin).
-8. `cleanup` removes the run's temporary copy of the data, whatever happened before.
+8. `cleanup` removes the run's temporary copy of the data once `validate` has passed, whatever happened after.
 
 **Results**: open this run's **DPO report** tab (at the top of the run's page): loss, reward accuracy
 and margin curves, the evaluation table (your model, the reference, the champion), the promotion

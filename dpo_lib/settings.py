@@ -25,7 +25,7 @@ DEFAULT_DOCKER_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 VARIABLES: dict[str, tuple[str, str]] = {
     # name: (default, meaning)
     "DPO_WORKDIR": ("the repository", "where tasks and the trainer run; relative paths in configs/ resolve here"),
-    "DPO_CONFIG_DIR": ("DPO_WORKDIR/configs", "the config presets (model/, loss/, trainer/, datasets/)"),
+    "DPO_CONFIG_DIR": ("DPO_WORKDIR/configs", "the config presets (model/, loss/, trainer/, adapter/, datasets/)"),
     "DPO_LOCAL_STORAGE_ROOT": ("DPO_WORKDIR", "local dataset_uri paths must lie under it"),
     "DPO_STAGING_ROOT": ("DPO_WORKDIR/var/staging", "per-run staged inputs and run_spec.json; removed by cleanup"),
     "DPO_ARTIFACTS_ROOT": ("DPO_WORKDIR/artifacts/runs", "per-run checkpoints, final model, metrics.json"),

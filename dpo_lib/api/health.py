@@ -1,20 +1,6 @@
-"""What ``GET /dpo/health`` reports: is everything a fine-tune needs up right now?
-
-Anyone may ask (load balancers hold no token); only callers with a valid token see the
-details (:func:`public_view` is what the others get).
-
-Checked on every call, each with a short timeout:
-
-* ``metadatabase``: Airflow's metadata database answers;
-* ``scheduler``: the newest scheduler job heartbeat is recent (Airflow's own criterion,
-  ``[scheduler] scheduler_health_check_threshold``);
-* ``dags``: ``dpo_finetune`` and ``dpo_nightly`` are registered, unpaused and free of import
-  errors, so a trigger would be accepted and run (a fresh Airflow needs a few seconds to parse them);
-* ``storage``: the configured storage backend answers: ``DPO_STORAGE_URI`` when set
-  (``gs://bucket/prefix`` is probed with one metadata request), else the local storage root;
-* ``docker``: the Docker daemon answers a ping, only when ``DPO_RUNNER=docker``.
-
-Runs inside the api-server (the plugin); Airflow is imported inside the checks only.
+"""What ``GET /dpo/health`` reports: metadatabase, scheduler, DAGs, storage and (with ``DPO_RUNNER=docker``)
+Docker, each checked on every call with a short timeout. Anyone may ask; only callers with a valid
+token see the details (:func:`public_view` is what the others get). docs/serving.md#get-dpohealth.
 """
 
 from __future__ import annotations

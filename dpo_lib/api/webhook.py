@@ -1,36 +1,7 @@
-"""The ``/dpo`` FastAPI app the Airflow plugin mounts: the fine-tune webhook, the health check and the run reports.
-
-``GET /dpo/runs`` and ``GET /dpo/runs/{dag_id}/{run_id}``: the runs list and a run's report
-(:mod:`dpo_lib.api.report`), for a bearer token or the Airflow UI's session cookie.
-
-``POST /dpo/trigger-finetune``: the body is the fine-tune request itself (``{"dataset_uri": ...,
-"exp_name": ..., "overrides": {...}}``) and the answer is 202 once the run is queued, through
-Airflow's security and bookkeeping:
-
-1. **Authentication**: a bearer token issued by Airflow (``POST /auth/token``) and checked
-   by Airflow's own auth manager; none, or an invalid or expired one, is a 401.
-2. **Authorization**: the auth manager's ``is_authorized_dag(POST, RUN)`` on ``dpo_finetune``,
-   the very check Airflow's ``POST /api/v2/dags/{dag_id}/dagRuns`` makes, so only users
-   allowed to trigger DAG runs can trigger here (403 otherwise; SimpleAuthManager: role
-   ``user`` or above).
-3. **Validation**: the body is resolved into its run spec exactly as the ``validate`` task does
-   (:func:`~dpo_lib.orchestration.plan.plan_run`: the request contract, then its training
-   config), so a body accepted here is not refused later for its fields: 422 naming each bad
-   field, unknown keys included. A ``dataset_uri`` is judged on its face (no ``..`` segment, no
-   other scheme, a valid bucket name, a local path under ``DPO_LOCAL_STORAGE_ROOT``); ``stage``
-   reads the file. Bodies over 64 KiB are refused (413) before they are parsed.
-4. **Trigger** through Airflow's own ``trigger_dag`` in this process, recorded as a REST API
-   trigger by the calling user: the run shows in the UI like any other.
-
-Nothing is written before a request is accepted, so a refused one leaves nothing behind.
-Whatever the body (invalid UTF-8, nesting thousands deep, lone surrogates, huge numbers),
-the answer is one of the statuses above, never a 500.
-
-``GET /dpo/health`` needs no token: load balancers and container health checks probe it, as
-they probe Airflow's own ``/api/v2/monitor/health``. Without a token it says only which
-components are healthy; the details (storage URI, errors, heartbeat, Docker URL) go to
-callers with a valid token. The app serves no OpenAPI or docs pages: every other ``/dpo``
-path is behind authentication, or does not exist.
+"""The ``/dpo`` FastAPI app the Airflow plugin mounts: ``POST /dpo/trigger-finetune`` (authenticated and
+authorized by Airflow's auth manager, the body resolved as ``validate`` would, then Airflow's
+``trigger_dag``), ``GET /dpo/health`` and the run reports ``GET /dpo/runs…``. Statuses and limits:
+docs/serving.md#the-webhook-and-health-check-dpo-an-airflow-plugin.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""Airflow Assets of the fine-tune: the staged dataset and the registered model.
-
-Which dataset a run stages, and which model it registers, is known only when the run runs, so the
-tasks declare an :class:`~airflow.sdk.AssetAlias` as their outlet and name the real asset at run time:
-
-* ``stage`` (outlet :data:`DATASET_ALIAS`) emits the dataset as ``Asset(<its URI>)``: ``gs://bucket/path``
-  as it is, a local path as ``file:///absolute/path`` (:func:`dataset_asset`), **when its content changed**:
-  the first time the URI is staged, and then whenever its sha256 differs from the last staged one (the
-  event's extra has ``sha256``, ``previous_sha256``, ``record_count``, ``dag_id``, ``run_id``). A nightly run
-  on an unchanged file emits nothing, so a DAG scheduled on the asset runs once per new version of the data::
-
-      from airflow.sdk import DAG, Asset
-      with DAG("prefs_changed", schedule=Asset("gs://prefs/train.jsonl")): ...
-
-* ``promote`` (outlet :data:`MODEL_ALIAS`) emits the registered model as ``Asset("models:/<name>")`` (MLflow's
-  URI of a registered model) each time a new version becomes the champion (:func:`emit_model`).
-
-The Assets page of the Airflow UI lists both, with their events and the runs that produced them.
+"""Airflow Assets of the fine-tune: ``stage`` emits the dataset (:data:`DATASET_ALIAS`) when its content
+changed, ``promote`` the registered model ``models:/<name>`` (:data:`MODEL_ALIAS`) when it gets a new
+champion. Both declare an alias as outlet and name the asset at run time (docs/results.md#assets).
 """
 
 from __future__ import annotations

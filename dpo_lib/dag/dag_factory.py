@@ -1,23 +1,7 @@
-"""The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``).
-
+"""The fine-tune task graph, built once for every DAG that runs it (``dpo_finetune``, ``dpo_nightly``):
 validate → stage → train → evaluate → publish → compare → promote, with cleanup as the teardown of
-validate and stage (publish, compare and promote: docs/results.md). Values
-move as task results: ``validate`` returns the path of the run spec it wrote, and every later task
-takes that path. DAG files call :func:`build_finetune_dag` and only choose the DAG's id, schedule
-and Param defaults, so the on-demand and the nightly fine-tune can never drift apart.
-
-Retries are chosen per task:
-
-* ``validate`` and ``stage`` fail at once on a bad request, config or dataset
-  (``AirflowFailException``: retrying cannot fix it) but retry anything else, such as storage
-  being unreachable (``stage`` with exponential backoff);
-* ``train`` retries at least twice with exponential backoff and resumes from the run's newest
-  checkpoint, so a retry repeats only the steps since it (first delay ``DPO_TRAIN_RETRY_DELAY_S``);
-* ``evaluate`` and ``compare`` retry once, ``cleanup`` a couple of times (removing a folder is idempotent);
-* ``publish`` and ``promote`` retry storage and MLflow outages with backoff (each step is idempotent).
-
-Every try has a time limit: train's ``DPO_TRAIN_TIMEOUT_H``, stage's and evaluate's
-``DPO_TASK_TIMEOUT_MIN``, validate's and cleanup's ten minutes.
+validate and stage. ``validate`` returns the run spec's path and every later task takes it. Retries and
+time limits per task: :func:`task_options` (docs/serving.md#retries).
 """
 
 from __future__ import annotations
@@ -43,42 +27,28 @@ log = logging.getLogger(__name__)
 SHORT = timedelta(minutes=10)
 
 
+def backoff(first: timedelta, longest: timedelta) -> dict[str, Any]:
+    """Retry delays that double from ``first`` up to ``longest``."""
+    return {"retry_delay": first, "retry_exponential_backoff": 2.0, "max_retry_delay": longest}
+
+
 def task_options(task_id: str, settings: Settings) -> dict[str, Any]:
     """Retries, retry delays and the time limit of one try, per task."""
     longer = timedelta(minutes=settings.task_timeout_min)
+    train_delay = timedelta(seconds=settings.train_retry_delay_s)
     options: dict[str, dict[str, Any]] = {
         "validate": {"retries": 2, "retry_delay": timedelta(seconds=10), "execution_timeout": SHORT},
-        "stage": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=15),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=5),
-            "execution_timeout": longer,
-        },
+        "stage": {"retries": 3, **backoff(timedelta(seconds=15), timedelta(minutes=5)), "execution_timeout": longer},
         "train": {
             "retries": 2,
-            "retry_delay": timedelta(seconds=settings.train_retry_delay_s),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=10),
+            **backoff(train_delay, timedelta(minutes=10)),
             "execution_timeout": timedelta(hours=settings.train_timeout_h),
         },
         "evaluate": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
         "cleanup": {"retries": 2, "retry_delay": timedelta(seconds=5), "execution_timeout": SHORT},
-        "publish": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=10),
-            "execution_timeout": longer,
-        },
+        "publish": {"retries": 3, **backoff(timedelta(seconds=30), timedelta(minutes=10)), "execution_timeout": longer},
         "compare": {"retries": 1, "retry_delay": timedelta(seconds=10), "execution_timeout": longer},
-        "promote": {
-            "retries": 3,
-            "retry_delay": timedelta(seconds=15),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=5),
-            "execution_timeout": SHORT,
-        },
+        "promote": {"retries": 3, **backoff(timedelta(seconds=15), timedelta(minutes=5)), "execution_timeout": SHORT},
     }
     return {**options[task_id], "on_execute_callback": log_try, "on_retry_callback": log_retry}
 
@@ -129,7 +99,7 @@ def build_finetune_dag(
     param_defaults: Mapping[str, Any] | None = None,
     runtime_variables: Mapping[str, str] | None = None,
     max_active_runs: int | None = None,
-    description: str = "DPO fine-tune: validate, stage the dataset, train, evaluate, clean up",
+    description: str = "DPO fine-tune: validate, stage data and model, train, evaluate, publish, compare, promote",
     doc_md: str | None = None,
     tags: list[str] | None = None,
     settings: Settings | None = None,
@@ -178,7 +148,7 @@ def build_finetune_dag(
 
         @task(multiple_outputs=False, outlets=[DATASET_ALIAS], **task_options("stage", settings))
         def stage(spec_path: str) -> dict:
-            """The dataset copied into the run's folder and validated there; a bad one fails here."""
+            """The dataset copied into the run's folder and validated there, and the model_uri's model staged; bad data fails here."""
             from dpo_lib.dag.assets import emit_dataset
             from dpo_lib.orchestration import tasks
 

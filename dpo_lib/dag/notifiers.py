@@ -1,25 +1,6 @@
-"""Email notifications for a failed run and for each promotion, through Airflow's notifier mechanism.
-
-:class:`RunNotifier` is an Airflow notifier (``airflow.sdk.BaseNotifier``): the DAGs use it as their
-``on_failure_callback`` (a run failed: which task, and where its report and logs are), and the promote
-task as its ``on_success_callback`` (a model was promoted: the metric, the challenger and the champion).
-
-It sends through the Airflow Connection ``dpo_notify`` (type ``smtp``, read by the SMTP provider's
-``SmtpHook``): host, port, login and password of the mail server, and in its extra the recipients
-(``"to"``: one address or a comma-separated list) and ``"from_email"`` (plus the hook's own options,
-e.g. ``"disable_tls"``, ``"disable_ssl"``, ``"timeout"``, ``"retry_limit"``). For example::
-
-    AIRFLOW_CONN_DPO_NOTIFY='{"conn_type": "smtp", "host": "smtp.example.com", "port": 587,
-        "login": "bot", "password": "...", "extra": {"to": "ml-team@example.com", "from_email": "dpo@example.com"}}'
-
-**No connection means no notification, silently**: one info line in the callback's log, never an error,
-and the run is not affected. A notification that cannot be sent is a warning naming the exception's
-type only; it never fails the task it follows.
-
-What a message holds is chosen to hold no secret: DAG and run ids, the failed task's id and the reason
-Airflow gives, the promotion's numbers, and links to the report and to the run in the Airflow UI (both
-behind Airflow's login). Never an exception's text, a log line, the request's overrides, or anything
-read from a connection besides the addresses.
+"""Email for a failed run and for each promotion: :class:`RunNotifier`, an Airflow notifier sending through
+the Connection ``dpo_notify`` (SMTP). No connection means no email, silently; a failed send is a warning
+and never fails a task; a message holds ids, numbers and links, never secrets (docs/results.md#notifications).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The runner switch: which operator runs ``python -m dpo_lib train|evaluate --spec PATH``.
+"""The runner switch: which operator runs ``python -m dpo_lib train|evaluate|compare --spec PATH``.
 
 Both runners execute the same command on the run spec ``validate`` wrote, so switching where
 training runs changes no task code. ``local`` (``make demo``, tests) runs it in a subprocess on

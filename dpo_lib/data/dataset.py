@@ -1,19 +1,15 @@
-"""Concrete datasets, one per format, and :func:`open_dataset`, the one way callers get one.
+"""The dataset of every format, and :func:`open_dataset`, the one way callers get one.
 
-All formats share one implementation: reading the container and checking records is the
-same streaming pass (``validation.DatasetScan``) with a different record parser. The
-per-format classes exist so code can name the format it expects; :class:`PreferenceDataset`
-with no format detects it from the first record during the pass itself, so detection never
-costs an extra read of (possibly remote) data.
+One streaming pass (``validation.DatasetScan``) reads and checks the records of each format;
+with no format given it detects one from the first record, so detection costs no extra read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
-from typing import ClassVar
 
-from dpo_lib.data.formats import CONVERSATIONAL, HH, JSON, JSONL, check_format_name
+from dpo_lib.data.formats import check_format_name
 from dpo_lib.data.interface import DatasetError, PreferenceDatasetInterface, Source, source_name
 from dpo_lib.data.pair import PreferencePair
 from dpo_lib.data.stats import DatasetStats
@@ -28,10 +24,7 @@ class PreferenceDataset(PreferenceDatasetInterface):
     a source that changed.
     """
 
-    format_name: ClassVar[str | None] = None
-
     def __init__(self, source: Source, format: str | None = None, *, name: str | None = None) -> None:
-        format = format if format is not None else self.format_name
         check_format_name(format)
         self.source = source
         self.name = name or source_name(source)
@@ -93,51 +86,6 @@ class PreferenceDataset(PreferenceDatasetInterface):
         return self._full_pass()[1]
 
 
-class JsonArrayDataset(PreferenceDataset):
-    """A JSON array of ``{prompt, chosen, rejected}`` string records (the "novalto" format)."""
-
-    format_name = JSON
-
-    def __init__(self, source: Source, *, name: str | None = None) -> None:
-        super().__init__(source, JSON, name=name)
-
-
-class JsonLinesDataset(PreferenceDataset):
-    """JSON Lines of ``{prompt, chosen, rejected}`` string records."""
-
-    format_name = JSONL
-
-    def __init__(self, source: Source, *, name: str | None = None) -> None:
-        super().__init__(source, JSONL, name=name)
-
-
-class HHDataset(PreferenceDataset):
-    """Anthropic HH ``{chosen, rejected}`` dialogues, in a JSON array or JSON Lines."""
-
-    format_name = HH
-
-    def __init__(self, source: Source, *, name: str | None = None) -> None:
-        super().__init__(source, HH, name=name)
-
-
-class ConversationalDataset(PreferenceDataset):
-    """Message-list records (explicit or implicit prompt), in a JSON array or JSON Lines."""
-
-    format_name = CONVERSATIONAL
-
-    def __init__(self, source: Source, *, name: str | None = None) -> None:
-        super().__init__(source, CONVERSATIONAL, name=name)
-
-
-_BY_FORMAT: dict[str | None, type[PreferenceDataset]] = {
-    None: PreferenceDataset,
-    JSON: JsonArrayDataset,
-    JSONL: JsonLinesDataset,
-    HH: HHDataset,
-    CONVERSATIONAL: ConversationalDataset,
-}
-
-
 def open_dataset(source: Source, format: str | None = None, *, name: str | None = None) -> PreferenceDataset:
     """The dataset at ``source`` (a path or a callable returning a binary stream).
 
@@ -145,6 +93,4 @@ def open_dataset(source: Source, format: str | None = None, *, name: str | None 
     from the data. Nothing is read until a method is called. Raises ValueError for an
     unknown format name.
     """
-    check_format_name(format)
-    cls = _BY_FORMAT[format]
-    return cls(source, name=name)
+    return PreferenceDataset(source, format, name=name)

@@ -1,29 +1,5 @@
-"""Length statistics, duplicate detection and length outliers, gathered in one streaming pass
-in memory that does not grow with the number of records.
-
-Lengths are in characters; a message list counts the characters of its ``content`` fields.
-
-* **Length percentiles** come from a histogram per field: exact counts for lengths below
-  ``EXACT_LENGTHS`` characters, and above that buckets 1/512 of their length wide, so
-  percentiles of such long texts are within 0.2% (the maximum stays exact). At most 1 MiB
-  a field, as much as the longest text needs.
-* **Outliers** (a warning, not an error): a field's length is an outlier when it is above
-  ``LONG_TEXT_CHARS`` characters, or, in a dataset of at least ``OUTLIER_MIN_RECORDS`` valid
-  records, above ``OUTLIER_FACTOR`` times that field's 99th percentile (numpy's "lower"
-  method). The percentile rule needs enough records for the 99th percentile to describe the
-  bulk of the data rather than the outliers themselves. The threshold is only known at the
-  end, so per field we keep every record whose length was, when read, among the
-  ``MAX_KEPT_ISSUES`` longest so far (lengths compared in steps of ``OUTLIER_FACTOR`` up to
-  ``LONG_TEXT_CHARS``, all a threshold can tell apart): whatever the threshold, the first
-  outliers in file order are among them. That is a few hundred records in practice and
-  never more than about a million.
-* **Duplicates** are records whose prompt, chosen and rejected are all equal. Each valid
-  record leaves a 64-bit fingerprint and its position (16 bytes), for the first
-  ``DUPLICATE_CHECK_RECORDS`` valid records; past that the check stops and the report says
-  so. Fingerprints are Python's own hash of the texts (SipHash, keyed per process unless
-  PYTHONHASHSEED fixes the key): 64 bits make a false match among two million records a one
-  in ten million chance, at a sixth of the cost of a cryptographic digest. A false match
-  would only add a warning.
+"""Length statistics, duplicates and length outliers of a dataset, gathered in one streaming pass in
+memory that does not grow with the number of records (how: docs/datasets.md#statistics).
 """
 
 from __future__ import annotations

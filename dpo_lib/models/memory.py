@@ -1,26 +1,8 @@
 """How much GPU memory training a model takes, from its config.json alone, before anything is downloaded.
 
-accelerate's ``init_empty_weights`` builds the model on the meta device (shapes, no storage), which
-gives the exact parameter count and every linear layer (what LoRA adapts) for any architecture
-transformers knows. The estimate follows what the trainer holds (dpo_lib/training/trainer.py):
-
-* full fine-tuning: fp32 weights, fp32 gradients and AdamW's two fp32 states (16 bytes a parameter),
-  plus the frozen reference (bf16 when training in bf16) unless the loss needs none or its
-  log-probs are precomputed;
-* LoRA: the frozen base (bf16 when training in bf16; it is the reference too) plus 16 bytes for each
-  adapter parameter;
-* activations kept for backward: 24 bytes per hidden unit and 9 per intermediate unit, a token
-  and layer, in bf16 (about twelve hidden-size and four and a half MLP-size tensors; fp32 doubles
-  it), only each layer's input with activation checkpointing; and the output head's log-softmax
-  over the vocabulary, on ``logp_chunk_size`` tokens at a time;
-* 1 GiB and 5% on top for the CUDA context and the allocator's slack.
-
-FSDP and tensor parallel divide the weights and their states by the number of GPUs. It assumes
-every sequence padded to max_length (no packing). Against the trainer's peak allocated memory on
-an H200 (``bench``, 512-token sequences) it came out 8-9% above without activation checkpointing
-(Llama-3-8B shape with LoRA, 4 pairs: 47.5 GiB estimated, 43.6 measured; TinyLlama shape, full,
-8 pairs: 38.2 and 35.3) and about 18% above with it: meant to refuse runs that cannot fit, not to
-plan the last GiB.
+accelerate builds the model on the meta device to count its parameters and linear layers; the estimate
+adds what the trainer holds (weights, gradients, AdamW states, the reference, activations, the CUDA
+context), divided over the GPUs with FSDP or tensor parallel (docs/configuration.md#models).
 """
 
 from __future__ import annotations

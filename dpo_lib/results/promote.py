@@ -1,22 +1,7 @@
-"""The ``promote`` task (on the Airflow worker, no torch): the champion gate's decision, applied and recorded.
-
-From ``compare``'s numbers (both models on this run's held-out pairs) and ``promotion`` (metric and
-min_delta, :mod:`~dpo_lib.results.gate`): ``first`` (no champion: this model becomes it), ``promoted``
-(it beat the champion: the ``champion`` alias moves to it) or ``kept`` (it did not, or the champion could
-not be evaluated, or another run moved the alias meanwhile: the alias stays). Either way the model stays
-stored and registered and the run succeeds. The decision, with both numbers, goes to the task log, the
-MLflow run's and the model version's ``dpo.promotion.*`` tags, the task's XCom and ``run_dir/promotion.json``::
-
-    {"decision": "promoted"|"kept"|"first", "reason": "...", "metric": "rewards/accuracies",
-     "higher_is_better": true, "min_delta": 0.0, "registered_model_name": "demo",
-     "challenger": {"version": "2", "value": 0.95, "metrics": {...}},
-     "champion": {"version": "1", "value": 0.9, "metrics": {...}} | null,
-     "versions": {"challenger": "2", "champion": "1" | null}, "n_pairs": 100,
-     "dag_id": "...", "run_id": "...", "decided_at": "..."}
-
-``champion`` is null when there was none (``first``); its ``value`` and ``metrics`` are null when it was
-not evaluated (``reason`` says why). The alias moves before promotion.json is written, so the file never
-claims a promotion that did not happen; a retry after both finds the file and returns it.
+"""The ``promote`` task (on the Airflow worker, no torch): the champion gate's decision on ``compare``'s
+numbers, applied (the ``champion`` alias moved or kept) and recorded in the task log, MLflow tags, XCom
+and ``run_dir/promotion.json`` (written after the alias moves; a retry returns it). Format and
+decisions: docs/results.md#the-champion-gate.
 """
 
 from __future__ import annotations

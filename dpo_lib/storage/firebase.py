@@ -1,28 +1,8 @@
 """Firebase Cloud Storage (a GCS bucket) through firebase-admin, addressed as ``gs://bucket/path``.
 
-Credentials: see :mod:`dpo_lib.storage.firebase_credentials` for the order
-(emulator via ``STORAGE_EMULATOR_HOST``, ``FIREBASE_CREDENTIALS_JSON``,
-``GOOGLE_APPLICATION_CREDENTIALS``, an Airflow Connection named by
-``DPO_FIREBASE_CONN_ID``, then application default credentials).
-
-Why things are done this way:
-
-* firebase-admin keeps a process-global registry of apps, so every instance
-  initialises its own app under a unique name and deletes it on :meth:`close`;
-  two storages (or two tests) never share or clash over the default app.
-* The firebase app and the GCS client are created on first use, not in the
-  constructor: building a storage object for a ``gs://`` URI (e.g. while parsing
-  a DAG) needs no credentials and no network, and importing this module does not
-  import firebase_admin or google.cloud.
-* Every call carries an explicit timeout and a bounded retry deadline
-  (``DPO_STORAGE_TIMEOUT_S``, ``DPO_STORAGE_RETRY_DEADLINE_S``): the library
-  defaults retry connection errors for two minutes, which is long for a task that
-  should fail and let Airflow retry it.
-* Downloads pin the object generation read from its metadata, write to a temp file
-  next to the destination, and compare size and md5 (crc32c for composite objects,
-  which have no md5) with what GCS reports before renaming. Uploads compare what GCS
-  reports back with the local file's md5. GCS itself only publishes an object once
-  its upload completes, so uploads need no temporary name on the bucket side.
+The app and client are created on first use (a DAG parse needs no credentials); every call has a
+timeout and a bounded retry deadline; downloads and uploads are checked against GCS's size and
+md5/crc32c (docs/datasets.md#firebase-storage). Credentials: :mod:`dpo_lib.storage.firebase_credentials`.
 """
 
 from __future__ import annotations

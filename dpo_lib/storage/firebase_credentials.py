@@ -1,22 +1,7 @@
-"""Where FirebaseStorage gets its credentials from, first match wins.
-
-1. ``STORAGE_EMULATOR_HOST`` is set (e.g. ``http://127.0.0.1:9023``): anonymous
-   credentials and project ``GOOGLE_CLOUD_PROJECT`` (default ``dpo-local``). The
-   emulator ignores auth, and this guarantees tests never pick up real credentials.
-2. ``FIREBASE_CREDENTIALS_JSON``: the service-account JSON *content* (not a path),
-   as injected by a secret manager or a container secret.
-3. ``GOOGLE_APPLICATION_CREDENTIALS``: Google application default credentials
-   (that variable names a key file kept outside the repository).
-4. ``DPO_FIREBASE_CONN_ID``: the id of an Airflow Connection whose ``extra`` holds the
-   service-account JSON under ``keyfile_dict`` or ``service_account_json`` (the Google
-   provider's ``extra__google_cloud_platform__keyfile_dict`` is accepted too). Airflow is
-   imported only in this case, so the trainer container does not need it.
-5. Otherwise application default credentials anyway (workload identity, metadata
-   server, ``gcloud auth application-default login``); if none exist, the first
-   storage call fails with AccessDenied listing these options.
-
-Credentials are never read from a file in the repository. Error messages name the
-source that failed but never echo secret content.
+"""Where FirebaseStorage gets its credentials, first match wins: ``STORAGE_EMULATOR_HOST`` (anonymous),
+``FIREBASE_CREDENTIALS_JSON`` (the JSON content), ``GOOGLE_APPLICATION_CREDENTIALS``, the Airflow
+Connection named by ``DPO_FIREBASE_CONN_ID``, then application default credentials
+(docs/datasets.md#firebase-storage). Never a file in the repository; errors never echo secrets.
 """
 
 from __future__ import annotations
