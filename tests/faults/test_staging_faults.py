@@ -15,7 +15,7 @@ from dpo_lib.orchestration.plan import plan_run
 from dpo_lib.settings import Settings
 from dpo_lib.spec import RunSpec
 from dpo_lib.storage import FirebaseStorage, StorageUnavailable, TransferCorrupted
-from tests.faults.cutting_proxy import cutting_proxy
+from tests.support.emulator_proxy import emulator_proxy
 from tests.support.storage_emulator import free_port, storage_emulator
 
 pytestmark = pytest.mark.faults
@@ -111,7 +111,7 @@ def test_staging_while_storage_is_unreachable_fails_clearly_leaves_nothing_and_t
 def test_a_download_cut_off_mid_way_leaves_no_partial_file_and_the_retry_succeeds(
     settings, dataset_file, monkeypatch, cut, error, reason
 ):
-    with storage_emulator() as emulator, cutting_proxy(emulator.url) as proxy:
+    with storage_emulator() as emulator, emulator_proxy(emulator.url) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
         uri = upload(emulator, dataset_file)
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # staging reads through the proxy
@@ -131,7 +131,7 @@ def test_a_download_cut_off_mid_way_leaves_no_partial_file_and_the_retry_succeed
 def test_the_stage_task_cut_off_mid_read_fails_as_an_outage_to_retry_not_a_bad_dataset(
     settings, dataset_file, monkeypatch
 ):
-    with storage_emulator() as emulator, cutting_proxy(emulator.url) as proxy:
+    with storage_emulator() as emulator, emulator_proxy(emulator.url) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
         uri = upload(emulator, dataset_file)
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)

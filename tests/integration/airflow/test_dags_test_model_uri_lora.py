@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.airflow.counting_proxy import counting_proxy
+from tests.support.emulator_proxy import emulator_proxy
 
 pytestmark = pytest.mark.slow
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -29,7 +29,7 @@ TRAIN = {"max_steps": 12, "lr": 0.01, "warmup_steps": 2, "eval_every": 0, "check
 
 @pytest.fixture(scope="module")
 def proxy(gcs_emulator):
-    with counting_proxy(gcs_emulator.url) as proxy:
+    with emulator_proxy(gcs_emulator.url) as proxy:
         yield proxy
 
 
