@@ -17,6 +17,10 @@ MLflow run's and the model version's ``dpo.promotion.*`` tags, the task's XCom a
 ``champion`` is null when there was none (``first``); its ``value`` and ``metrics`` are null when it was
 not evaluated (``reason`` says why). The alias moves before promotion.json is written, so the file never
 claims a promotion that did not happen; a retry after both finds the file and returns it.
+
+Then the run report is written (``run_dir/report.html``, the decision in it) and stored with promotion.json
+and samples.json under ``<output_uri>report/`` (:mod:`~dpo_lib.results.report_copy`); a storage outage
+fails the try, and the retry stores it without deciding again.
 """
 
 from __future__ import annotations
@@ -31,22 +35,39 @@ from dpo_lib.io import atomic_write_json
 from dpo_lib.results import gate, locations, registry
 from dpo_lib.results.compare import COMPARISON_FILE
 from dpo_lib.results.publish import PUBLISH_FILE
+from dpo_lib.results.report_copy import REPORT_PREFIX, store_report, write_report
 from dpo_lib.results.samples import SAMPLES_FILE
+from dpo_lib.results.upload import MARKER
+from dpo_lib.settings import Settings
 from dpo_lib.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 PROMOTION_FILE = "promotion.json"
+DEFAULT_REPORT_BASE = "http://localhost:8080"  # the Airflow UI of `make api`; the DAG passes its own
 
 
-def promote(spec_path: str | Path) -> dict[str, Any]:
-    """Decide, move the alias when the challenger won, record; returns what promotion.json says."""
+def promote(spec_path: str | Path, *, report_base: str = DEFAULT_REPORT_BASE,
+            settings: Settings | None = None) -> dict[str, Any]:  # fmt: skip
+    """Decide, move the alias when the challenger won, record, and store the report (its links to Airflow
+    at ``report_base``); returns what promotion.json says."""
+    settings = settings or Settings.from_env()
+    spec = RunSpec.read(spec_path)
+    published = _read(spec.run_dir / PUBLISH_FILE, "publish")
+    promotion = decide(spec, published)
+    write_report(spec, settings, report_base)
+    stored = store_report(spec, published["output_uri"], settings)
+    log.info("the report is stored at %s%s (%d files, %s last)", published["output_uri"], REPORT_PREFIX,
+             len(stored["files"]), MARKER)  # fmt: skip
+    return promotion
+
+
+def decide(spec: RunSpec, published: dict[str, Any]) -> dict[str, Any]:
+    """The gate's decision, applied (the alias) and recorded (tags, promotion.json), once: a retry finds it."""
     from dpo_lib.tracking.mlflow_run import make_client
     from dpo_lib.tracking.target import resolve_target
 
-    spec = RunSpec.read(spec_path)
     run_dir = spec.run_dir
-    published = _read(run_dir / PUBLISH_FILE, "publish")
     comparison = _read(Path(spec.staging_dir) / COMPARISON_FILE, "compare")
     name, version = published["registered_model_name"], str(published["version"])
     done = _read(run_dir / PROMOTION_FILE, None)
