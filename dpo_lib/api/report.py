@@ -81,12 +81,19 @@ async def runs_list(request: Request) -> HTMLResponse:
 
 
 def run_page(
-    dag_id: str, run_id: str, run: AirflowRun | None, settings: Settings, base: str, framed: bool = False
+    dag_id: str,
+    run_id: str,
+    run: AirflowRun | None,
+    settings: Settings,
+    base: str,
+    framed: bool = False,
+    snapshot: str | None = None,
 ) -> str | None:
     """The report's HTML; None when neither Airflow nor the artifacts root knows the run.
 
     ``framed``: shown in the Airflow UI's iframe, whose sandbox forbids navigating the top window or opening
-    a new one, so the page leaves out its link back to the run in Airflow and opens MLflow in the frame."""
+    a new one, so the page leaves out its link back to the run in Airflow and opens MLflow in the frame.
+    ``snapshot``: when the page is a file made then (report.html), which shows no task states."""
     from dpo_lib.api.report_plots import curve_svg
 
     run_dir = run_dir_of(dag_id, run_id, settings) if dag_id in DPO_DAG_IDS else None
@@ -105,6 +112,7 @@ def run_page(
         "run",
         title=f"DPO report: {run_id}",
         framed=framed,
+        snapshot=snapshot,
         dag_id=dag_id,
         run_id=run_id,
         is_dpo_dag=dag_id in DPO_DAG_IDS,

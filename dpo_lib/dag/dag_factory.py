@@ -169,11 +169,13 @@ def build_finetune_dag(
 
         @task(multiple_outputs=False, **task_options("promote", settings))
         def promote(spec_path: str) -> dict:
-            """The champion gate's decision on compare's numbers: the alias moved or kept, the decision recorded."""
+            """The champion gate's decision on compare's numbers: the alias moved or kept, the decision recorded,
+            the report stored."""
             from dpo_lib.dag.assets import emit_model
+            from dpo_lib.dag.notifiers import airflow_base_url
             from dpo_lib.results.promote import promote as promote_run
 
-            promotion = promote_run(spec_path)
+            promotion = promote_run(spec_path, report_base=airflow_base_url())
             context = get_current_context()
             emit_model(context["outlet_events"], promotion, dag_id=dag_id, run_id=context["run_id"])
             return promotion

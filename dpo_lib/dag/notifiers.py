@@ -118,10 +118,15 @@ def promotion_message(context: Mapping[str, Any]) -> tuple[str, list[str], list[
     return subject, lines, _links(dag_id, run_id, None)
 
 
-def _links(dag_id: str, run_id: str, task_id: str | None) -> list[tuple[str, str]]:
+def airflow_base_url() -> str:
+    """The Airflow UI's address as users reach it (``[api] base_url``), for links in messages and files."""
     from airflow.configuration import conf
 
-    base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+
+
+def _links(dag_id: str, run_id: str, task_id: str | None) -> list[tuple[str, str]]:
+    base = airflow_base_url()
     run = f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
     links = [("Report", f"{base}/dpo/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"), ("Run in Airflow", run)]
     if task_id:

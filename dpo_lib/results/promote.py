@@ -1,7 +1,8 @@
 """The ``promote`` task (on the Airflow worker, no torch): the champion gate's decision on ``compare``'s
 numbers, applied (the ``champion`` alias moved or kept) and recorded in the task log, MLflow tags, XCom
-and ``run_dir/promotion.json`` (written after the alias moves; a retry returns it). Format and
-decisions: docs/results.md#the-champion-gate.
+and ``run_dir/promotion.json`` (written after the alias moves; a retry returns it). Then the run report
+(``run_dir/report.html``) is written and stored with promotion.json and samples.json under
+``<output_uri>report/``. Format and decisions: docs/results.md#the-champion-gate.
 """
 
 from __future__ import annotations
@@ -16,22 +17,39 @@ from dpo_lib.io import atomic_write_json
 from dpo_lib.results import gate, locations, registry
 from dpo_lib.results.compare import COMPARISON_FILE
 from dpo_lib.results.publish import PUBLISH_FILE
+from dpo_lib.results.report_copy import REPORT_PREFIX, store_report, write_report
 from dpo_lib.results.samples import SAMPLES_FILE
+from dpo_lib.results.upload import MARKER
+from dpo_lib.settings import Settings
 from dpo_lib.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 PROMOTION_FILE = "promotion.json"
+DEFAULT_REPORT_BASE = "http://localhost:8080"  # the Airflow UI of `make api`; the DAG passes its own
 
 
-def promote(spec_path: str | Path) -> dict[str, Any]:
-    """Decide, move the alias when the challenger won, record; returns what promotion.json says."""
+def promote(spec_path: str | Path, *, report_base: str = DEFAULT_REPORT_BASE,
+            settings: Settings | None = None) -> dict[str, Any]:  # fmt: skip
+    """Decide, move the alias when the challenger won, record, and store the report (its links to Airflow
+    at ``report_base``); returns what promotion.json says."""
+    settings = settings or Settings.from_env()
+    spec = RunSpec.read(spec_path)
+    published = _read(spec.run_dir / PUBLISH_FILE, "publish")
+    promotion = decide(spec, published)
+    write_report(spec, settings, report_base)
+    stored = store_report(spec, published["output_uri"], settings)
+    log.info("the report is stored at %s%s (%d files, %s last)", published["output_uri"], REPORT_PREFIX,
+             len(stored["files"]), MARKER)  # fmt: skip
+    return promotion
+
+
+def decide(spec: RunSpec, published: dict[str, Any]) -> dict[str, Any]:
+    """The gate's decision, applied (the alias) and recorded (tags, promotion.json), once: a retry finds it."""
     from dpo_lib.tracking.mlflow_run import make_client
     from dpo_lib.tracking.target import resolve_target
 
-    spec = RunSpec.read(spec_path)
     run_dir = spec.run_dir
-    published = _read(run_dir / PUBLISH_FILE, "publish")
     comparison = _read(Path(spec.staging_dir) / COMPARISON_FILE, "compare")
     name, version = published["registered_model_name"], str(published["version"])
     done = _read(run_dir / PROMOTION_FILE, None)

@@ -1,7 +1,7 @@
 """``python -m dpo_lib.results.summary RUNS``: where a run's results are, in a few lines (the end of ``make demo``).
 
-``RUNS`` is a run folder or a folder of runs (the newest is shown): its folder, its report page on the
-api-server, its stored copy and registered version, the champion gate's decision, and how to open MLflow.
+``RUNS`` is a run folder or a folder of runs (the newest is shown): its folder, its report (the file
+promote wrote, and the page in the Airflow UI), its stored copy and registered version, the champion gate's decision, and how to open MLflow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from dpo_lib.results.report_copy import REPORT_HTML, REPORT_PREFIX
 
 REPORT_BASE = "http://localhost:8080"
 
@@ -27,14 +29,20 @@ def lines(run_dir: Path, report_base: str = REPORT_BASE) -> list[str]:
     run, published, promotion, tracking = (_read(run_dir / name) for name in
                                            ("run.json", "publish.json", "promotion.json", "tracking.json"))  # fmt: skip
     out = [f"run folder:  {run_dir.resolve()}"]
+    if (run_dir / REPORT_HTML).exists():
+        out.append(f"report file: {(run_dir / REPORT_HTML).resolve()} (open it in a browser, offline)")
     if run.get("dag_id") and run.get("run_id"):
         page = f"/dpo/runs/{quote(run['dag_id'], safe='')}/{quote(run['run_id'], safe='')}"
-        out.append(f"report:      {report_base}{page} (on the api-server: make api)")
+        out.append(f"report page: {report_base}{page} (in the Airflow UI: make api, then the run's DPO report tab)")
     if published:
-        out.append(f"stored at:   {published['output_uri']} ({published['files']} files, upload.json last)")
+        out.append(f"stored at:   {published['output_uri']} ({published['files']} files, upload.json last; "
+                   f"the report under {REPORT_PREFIX})")  # fmt: skip
         out.append(f"registered:  {published['registered_model_name']} version {published['version']}")
     if promotion:
-        out.append(f"promotion:   {promotion['decision']} - {promotion['reason']}")
+        versions = promotion.get("versions") or {}
+        against = f", against version {versions['champion']}" if versions.get("champion") else ""
+        out.append(f"promotion:   {promotion['decision']} (version {versions.get('challenger')}{against}) - "
+                   f"{promotion['reason']}")  # fmt: skip
     if tracking.get("ui_url"):
         out.append(f"MLflow:      {tracking['ui_url']}")
     elif tracking:

@@ -1,6 +1,6 @@
 """End to end, twice: ``airflow dags test dpo_finetune`` on SQLite with the embedded MLflow default (no server).
 
-The first run's model is stored (upload.json last), registered as version 1 and becomes the champion
+The first run's model is stored (upload.json last) with its report (report/), registered as version 1 and becomes the champion
 (``first``); the second run is compared with it on its own held-out pairs and its decision is recorded
 against version 1, whichever way it goes. Everything lives in a temporary workdir.
 """
@@ -84,6 +84,10 @@ def test_the_first_model_is_stored_registered_and_becomes_champion(runs):
         digest = digest_file(first / rel)
         assert (listed[rel]["size"], listed[rel]["md5"]) == (digest.size, digest.md5), rel
         assert (out / rel).read_bytes() == (first / rel).read_bytes()
+    report = read(out / "report" / "upload.json")  # the report, stored by promote with its own marker
+    assert {entry["path"] for entry in report["files"]} >= {"report.html", "promotion.json", "samples.json"}
+    page = (out / "report" / "report.html").read_text()
+    assert page == (first / "report.html").read_text() and 'id="promotion"' in page and "<svg" in page
 
     client = mlflow_client(work)
     version = client.get_model_version_by_alias("gate", "champion")

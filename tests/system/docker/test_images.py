@@ -31,6 +31,33 @@ def test_the_airflow_image_has_no_training_library():
     )
 
 
+# What each image's code imports beyond Airflow and the training libraries, by the distribution that brings it.
+IMAGE_NEEDS = {
+    "airflow": {
+        "mlflow-skinny": "publish and promote (dpo_lib/results): MLflow's client and registry",
+        "apache-airflow-providers-smtp": "the run notifications (dpo_lib/dag/notifiers.py)",
+        "matplotlib": "the run report's curves in the api-server (dpo_lib/api/report_plots.py)",
+    },
+    "trainer": {
+        "mlflow-skinny": "the training run's tracker (dpo_lib/tracking)",
+        "sqlalchemy": "the embedded MLflow store (SQLite)",
+        "alembic": "the embedded MLflow store's schema",
+        "peft": "adapter=lora in train, evaluate and compare",
+    },
+}
+
+
+@pytest.mark.parametrize("image", sorted(IMAGE_NEEDS))
+def test_each_image_installs_what_its_tasks_import(image):
+    installed = pins(REPO / "containers" / image / "requirements.txt")
+    assert {name: why for name, why in IMAGE_NEEDS[image].items() if name not in installed} == {}
+
+
+def test_the_images_install_mlflows_client_alone():
+    for image in IMAGE_NEEDS:
+        assert "mlflow" not in pins(REPO / "containers" / image / "requirements.txt"), f"{image}: mlflow-skinny only"
+
+
 def test_the_trainer_dockerfile_keeps_its_contract():
     text = (REPO / "containers" / "trainer" / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=\S*cuda", text, re.M), "the default base is a CUDA PyTorch image"
