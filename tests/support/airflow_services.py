@@ -215,7 +215,7 @@ def check_toy_run_through_rest(services: RunningServices, exp_name: str, max_ste
     api = services.api()
     tis = {ti.task_id: ti for ti in api.task_instances("dpo_finetune", run_id)}
     assert {task: state(ti) for task, ti in tis.items()} == dict.fromkeys(
-        ("validate", "stage", "train", "evaluate", "cleanup"), "success"
+        ("validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup"), "success"
     )
     assert tis["train"].pool == "gpu"
     train_log = api.task_log("dpo_finetune", run_id, "train", 1)

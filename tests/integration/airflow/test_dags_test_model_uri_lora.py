@@ -17,11 +17,12 @@ from unittest import mock
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.dags_test import airflow_env as dags_test_env
+from tests.support.dags_test import dags_test as run_dags_test
+from tests.support.dags_test import migrate
 from tests.support.emulator_proxy import emulator_proxy
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 MODEL_PREFIX = "models/qwen2-tiny"
 DATA_OBJECT = "data/conversations.json"
 TRAIN = {"max_steps": 12, "lr": 0.01, "warmup_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 5}
@@ -48,35 +49,17 @@ def workdir(tmp_path_factory, gcs_emulator, proxy):
             for path in sorted(model_dir.iterdir()):
                 storage.upload(path, f"gs://{gcs_emulator.bucket}/{MODEL_PREFIX}/{path.name}")
             storage.upload(data, f"gs://{gcs_emulator.bucket}/{DATA_OBJECT}")
-    subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(work, proxy), check=True, capture_output=True,
-                   timeout=300)  # fmt: skip
+    migrate(airflow_env(work, proxy))
     return work
 
 
 def airflow_env(work: Path, proxy) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DPO_WORKDIR": str(work),
-        "DPO_STAGING_ROOT": str(work / "staging"),
-        "DPO_ARTIFACTS_ROOT": str(work / "artifacts"),
-        "STORAGE_EMULATOR_HOST": proxy.url,  # every storage request of the run goes through the proxy
-        "PYTHONUNBUFFERED": "1",
-    }
+    return dags_test_env(work, STORAGE_EMULATOR_HOST=proxy.url)  # every storage request goes through the proxy
 
 
 def dags_test(work: Path, proxy, conf: dict) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", "dpo_finetune", "-c", json.dumps(conf)],
-        env=airflow_env(work, proxy),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_dags_test(airflow_env(work, proxy), conf)
     return result, time.monotonic() - started
 
 

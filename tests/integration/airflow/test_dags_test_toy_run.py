@@ -1,56 +1,27 @@
-"""End to end: ``airflow dags test dpo_finetune`` on SQLite trains the tiny model for real.
-
-Each test runs the real Airflow CLI in a subprocess with its own AIRFLOW_HOME, staging
-and artifacts folders, so nothing here touches the project's own folders.
-"""
+"""End to end: ``airflow dags test dpo_finetune`` on SQLite trains the tiny model for real."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.dags_test import airflow_env, make_toy_inputs, migrate
+from tests.support.dags_test import dags_test as run_dags_test
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    dpo = [sys.executable, "-m", "dpo_lib"]
-    subprocess.run([*dpo, "make-tiny-model", str(work / "models" / "tiny")], check=True, capture_output=True)
-    subprocess.run([*dpo, "make-toy-data", str(work / "data" / "dataset.json")], check=True, capture_output=True)
-    env = airflow_env(work)
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    make_toy_inputs(work)
+    migrate(airflow_env(work))
     return work
 
 
-def airflow_env(work: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DPO_WORKDIR": str(work),
-        "DPO_STAGING_ROOT": str(work / "staging"),
-        "DPO_ARTIFACTS_ROOT": str(work / "artifacts"),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 def dags_test(work: Path, conf: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [AIRFLOW, "dags", "test", "dpo_finetune", "-c", json.dumps(conf)],
-        env=airflow_env(work),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_dags_test(airflow_env(work), conf)
 
 
 def staged_files(work: Path) -> list[Path]:

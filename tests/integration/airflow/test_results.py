@@ -6,51 +6,28 @@ against version 1, whichever way it goes. Everything lives in a temporary workdi
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dpo_lib.io import digest_file
-from tests.conftest import REPO
+from tests.support.dags_test import airflow_env, dags_test, make_toy_inputs, migrate
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 CONF = {"dataset_uri": "data/dataset.json", "exp_name": "gate",
         "overrides": {"max_steps": 20, "log_every": 5, "eval_every": 10, "checkpoint_every": 0}}  # fmt: skip
-
-
-def airflow_env(work: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DPO_WORKDIR": str(work),
-        "DPO_STAGING_ROOT": str(work / "staging"),
-        "DPO_ARTIFACTS_ROOT": str(work / "artifacts"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default
-    return env
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two runs of the same conf, one after the other: their run folders, and the output of the second."""
     work = tmp_path_factory.mktemp("results")
-    dpo = [sys.executable, "-m", "dpo_lib"]
-    subprocess.run([*dpo, "make-tiny-model", str(work / "models" / "tiny")], check=True, capture_output=True)
-    subprocess.run([*dpo, "make-toy-data", str(work / "data" / "dataset.json")], check=True, capture_output=True)
+    make_toy_inputs(work)
     env = airflow_env(work)
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    migrate(env)
     outputs = []
     for _ in range(2):
-        result = subprocess.run([AIRFLOW, "dags", "test", "dpo_finetune", "-c", json.dumps(CONF)], env=env,
-                                capture_output=True, text=True, timeout=900)  # fmt: skip
+        result = dags_test(env, CONF, timeout=900)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
         outputs.append(result.stdout + result.stderr)
     folders = sorted((work / "artifacts" / "gate").iterdir(), key=lambda p: read(p / "publish.json")["published_at"])

@@ -88,7 +88,7 @@ def test_toy_run_on_celery_with_redis_and_postgres(tmp_path_factory):
 
             # Every task went through the broker to the worker, and the run is in PostgreSQL.
             tasks = {ti.task_id for ti in api.task_instances(DAG_ID, run_id)}
-            assert tasks == {"validate", "stage", "train", "evaluate", "cleanup"}
+            assert tasks == {"validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup"}
             assert workloads_succeeded(root / "worker.log", len(tasks)), worker_log[-4000:]
             with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
                 cur.execute("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (DAG_ID, run_id))
