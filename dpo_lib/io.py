@@ -108,6 +108,19 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def make_group_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) if missing and make it 0775: writable by its group.
+
+    For a run folder that an Airflow task creates before a trainer container writes into it: the
+    trainer image's user, like Airflow's, belongs to group 0, the group of a folder root creates.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.geteuid():
+        folder.chmod(0o775)
+    return folder
+
+
 def make_readable_by_all(folder: str | Path) -> None:
     """Give ``folder``, and everything under it, the modes :func:`atomic_write_bytes` gives a file:
     0755 for folders, 0644 for files (symlinks are left alone).

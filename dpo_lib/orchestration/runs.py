@@ -27,10 +27,9 @@ DATASET_RECORD = "dataset.json"
 
 def record_run(spec: Any) -> Path:
     """Write ``run.json`` (dag_id, run_id, exp_name, the request) into ``spec``'s run folder; returns its path."""
-    from dpo_lib.io import atomic_write_json
+    from dpo_lib.io import atomic_write_json, make_group_writable_folder
 
-    path = Path(spec.run_dir) / RUN_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = make_group_writable_folder(spec.run_dir) / RUN_RECORD
     atomic_write_json(
         path,
         {
@@ -47,10 +46,9 @@ def record_run(spec: Any) -> Path:
 
 def record_dataset(run_dir: str | Path, manifest: Mapping[str, Any], stats: Mapping[str, Any] | None) -> Path:
     """Write ``dataset.json`` (the staging manifest and the dataset's statistics) into ``run_dir``."""
-    from dpo_lib.io import atomic_write_json
+    from dpo_lib.io import atomic_write_json, make_group_writable_folder
 
-    path = Path(run_dir) / DATASET_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = make_group_writable_folder(run_dir) / DATASET_RECORD
     atomic_write_json(path, {"manifest": dict(manifest), "stats": dict(stats) if stats is not None else None})
     return path
 

@@ -47,11 +47,12 @@ def train(
         trainer.save_final(dataset_uris)
         return metrics
     finally:
-        trainer.tracker.close(failed=sys.exc_info()[0] is not None)  # the end-of-run sync to MLflow, bounded
+        failed = sys.exc_info()[0] is not None
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        if dist.is_initialized():  # every rank together, before rank 0's tracker takes its time
             dist.destroy_process_group()
+        trainer.tracker.close(failed=failed)  # the end-of-run sync to MLflow, bounded
 
 
 def build_trainer(config: TrainConfig):
