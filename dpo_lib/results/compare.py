@@ -1,8 +1,8 @@
 """``python -m dpo_lib compare --spec PATH``: the challenger (this run's final/) and the champion on the same
 held-out pairs, with the same reference, in one process; runs where train and evaluate run (it needs torch).
 
-Reads the champion ``publish`` staged (``champion.json`` and ``champion/`` in the run's staging folder)
-and writes ``comparison.json`` there for ``promote``: both models' held-out metrics, the champion's
+Reads the champion ``publish`` staged (``champion.json`` and ``champion/`` in the run's staging folder,
+read-only in a container) and writes ``run_dir/comparison.json`` for ``promote``: both models' held-out metrics, the champion's
 version, and why the champion was not evaluated when it was not (none, this run's own version, a stored
 copy that is not complete, another base model under its adapters, another tokenizer). Also writes
 ``run_dir/samples.json`` (:mod:`~dpo_lib.results.samples`). Prints the comparison as its last line.
@@ -22,7 +22,7 @@ from dpo_lib.spec import RunSpec, TrainConfig
 
 log = logging.getLogger(__name__)
 
-COMPARISON_FILE = "comparison.json"  # in the run's staging folder
+COMPARISON_FILE = "comparison.json"  # in the run folder
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
 
 
@@ -111,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    atomic_write_json(Path(spec.staging_dir) / COMPARISON_FILE, comparison)
+    atomic_write_json(spec.run_dir / COMPARISON_FILE, comparison)
     print(json.dumps(comparison, sort_keys=True))
     return 0

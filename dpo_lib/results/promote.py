@@ -50,7 +50,7 @@ def decide(spec: RunSpec, published: dict[str, Any]) -> dict[str, Any]:
     from dpo_lib.tracking.target import resolve_target
 
     run_dir = spec.run_dir
-    comparison = _read(Path(spec.staging_dir) / COMPARISON_FILE, "compare")
+    comparison = _read(run_dir / COMPARISON_FILE, "compare")
     name, version = published["registered_model_name"], str(published["version"])
     done = _read(run_dir / PROMOTION_FILE, None)
     if done and done.get("versions", {}).get("challenger") == version:

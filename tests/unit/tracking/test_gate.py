@@ -60,7 +60,7 @@ def make_run(tmp_path, client, store):
         atomic_write_json(spec.run_dir / "publish.json",
                           {"registered_model_name": NAME, "version": version, "mlflow_run_id": run_id,
                            "output_uri": f"{settings.local_storage_root / 'out' / str(n)}/"})  # fmt: skip
-        atomic_write_json(spec.path.parent / "comparison.json",
+        atomic_write_json(spec.run_dir / "comparison.json",
                           {"challenger": challenger, "champion": champion, "champion_version": champion_version,
                            "not_compared": not_compared, "n_pairs": 20})  # fmt: skip
         return spec, version, run_id
