@@ -94,7 +94,7 @@ def docker_command_task(task_id: str, command: list[Any], settings: Settings, **
         "ulimits": ulimits(docker.ulimits),
         "user": docker.user,
         "network_mode": docker.network_mode,
-        "environment": {"PYTHONUNBUFFERED": "1"},
+        "environment": trainer_environment(settings, os.environ),
         "auto_remove": "force",
         "mount_tmp_dir": docker.mount_tmp_dir,
         "secret_names": docker.secrets,
@@ -104,6 +104,15 @@ def docker_command_task(task_id: str, command: list[Any], settings: Settings, **
         "xcom_all": False,
     }
     return TrainerContainerOperator(task_id=task_id, **{**options, **operator_kwargs})
+
+
+def trainer_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """What the container needs to find the run's MLflow store as the worker does: the artifacts root
+    (mounted at the same path) for the embedded default, or ``MLFLOW_TRACKING_URI`` when one is set."""
+    env = {"PYTHONUNBUFFERED": "1", "DPO_ARTIFACTS_ROOT": str(settings.artifacts_root)}
+    if uri := environ.get("MLFLOW_TRACKING_URI"):
+        env["MLFLOW_TRACKING_URI"] = uri
+    return env
 
 
 def trainer_mounts(settings: Settings) -> tuple[list[Mount], list[str]]:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from docker.types import DeviceRequest
 
-from dpo_lib.dag.docker_runner import TrainerContainerOperator, device_requests, shm_bytes
+from dpo_lib.dag.docker_runner import TrainerContainerOperator, device_requests, shm_bytes, trainer_environment
 from dpo_lib.dag.runners import command_args, local_command, spec_command_task
 from dpo_lib.orchestration.containers import DAG_LABEL, RUN_LABEL, TASK_LABEL, TRY_LABEL, remove_stray_containers
 from dpo_lib.settings import DockerSettings, Settings
@@ -67,6 +67,15 @@ def test_staging_and_models_are_read_only_and_artifacts_read_write_at_the_same_p
     assert mounts[str(tmp_path / "artifacts")]["ReadOnly"] is False
     for target, mount in mounts.items():
         assert mount["Type"] == "bind" and mount["Source"] == target
+
+
+def test_the_container_tracks_to_the_workers_mlflow_store(tmp_path):
+    settings = make_settings(tmp_path)
+    embedded = trainer_environment(settings, {})
+    assert embedded == {"PYTHONUNBUFFERED": "1", "DPO_ARTIFACTS_ROOT": str(tmp_path / "artifacts")}
+    server = trainer_environment(settings, {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "OTHER": "x"})
+    assert server == {**embedded, "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert command_task("train", settings).environment["DPO_ARTIFACTS_ROOT"] == str(tmp_path / "artifacts")
 
 
 def test_volume_sources_for_airflow_in_a_container(tmp_path):
