@@ -5,6 +5,7 @@ request said."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import itertools
@@ -12,7 +13,6 @@ import json
 import shlex
 import subprocess
 import tempfile
-from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,13 @@ def test_pathological_datasets_are_answered_quickly_and_clearly(data):
     check_validation(data)
 
 
+def validate_args(source: str, format: str | None, as_json: bool) -> argparse.Namespace:
+    """The validate command's arguments, parsed by its own parser."""
+    parser = argparse.ArgumentParser()
+    validate_cli.add_arguments(parser)
+    return parser.parse_args([source, *(["--format", format] if format else []), *(["--json"] if as_json else [])])
+
+
 @settings(FUZZ, max_examples=40)
 @given(dataset_bytes(), st.sampled_from([None, *FORMATS, "yaml"]), st.booleans())
 def test_validate_command_exits_0_1_or_2_with_a_message_never_a_traceback(data, format, as_json):
@@ -185,7 +192,7 @@ def test_validate_command_exits_0_1_or_2_with_a_message_never_a_traceback(data, 
         path.write_bytes(data)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = validate_cli.run(Namespace(source=str(path), format=format, json=as_json))
+            code = validate_cli.run(validate_args(str(path), format, as_json))
     assert code in (validate_cli.EXIT_VALID, validate_cli.EXIT_INVALID, validate_cli.EXIT_UNREADABLE)
     if code == validate_cli.EXIT_UNREADABLE:
         assert err.getvalue().startswith(f"error: {path}: ") and "unexpected" not in err.getvalue()
