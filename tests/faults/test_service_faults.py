@@ -1,5 +1,5 @@
 """Airflow's own services under faults (issue 6): the scheduler and the api-server killed with a run in flight,
-forty runs at once (twenty through the REST API, twenty through the webhook), the live webhook fuzzed, every ``/dpo``
+twenty runs at once (ten through the REST API, ten through the webhook), the live webhook fuzzed, every ``/dpo``
 route called without a valid token, and credentials planted in the services' environment looked for in everything
 Airflow keeps of the runs: task logs, rendered templates, XComs and files.
 
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 DAG_ID = "dpo_finetune"
 GPU_SLOTS = 2
 # Runs through each of the REST API and the webhook in the load test (DPO_FAULTS_RUNS_PER_CHANNEL to change it).
-N_REST = N_WEBHOOK = int(os.environ.get("DPO_FAULTS_RUNS_PER_CHANNEL") or 20)
+N_REST = N_WEBHOOK = int(os.environ.get("DPO_FAULTS_RUNS_PER_CHANNEL") or 10)
 TASKS = ("validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup")
 RESUMED = re.compile(r"resuming from checkpoint (\S+)/step-(\d+) at step (\d+)")
 
@@ -175,10 +175,17 @@ def test_every_dpo_route_but_the_health_check_refuses_callers_without_a_valid_to
         "another secret": forged(token, "x" * 64),
     }
     routes = {(route.path, method) for route in create_app().routes for method in route.methods}
-    assert routes == {("/health", "GET"), ("/trigger-finetune", "POST")}, "a new /dpo route: say here who may call it"
-    for path, method in routes - {("/health", "GET")}:
+    # Each route but the health check wants a valid token; an example path of each.
+    callers_need_a_token = {
+        ("/trigger-finetune", "POST"): "/trigger-finetune",
+        ("/runs", "GET"): "/runs",
+        ("/runs/{dag_id}/{run_id:path}", "GET"): f"/runs/{DAG_ID}/manual__2026-01-01",
+    }
+    assert routes == {("/health", "GET"), *callers_need_a_token}, "a new /dpo route: say here who may call it"
+    for (_, method), path in callers_need_a_token.items():
+        body = b'{"exp_name": "x"}' if method == "POST" else None
         for name, bad in invalid.items():
-            status, answer = http_call(method, f"{services.url}/dpo{path}", token=bad, body=b'{"exp_name": "x"}')
+            status, answer = http_call(method, f"{services.url}/dpo{path}", token=bad, body=body)
             assert status == 401, (path, name, status, answer)
     # With a valid token the same call gets past authentication (here to the request's own check).
     status, answer = http_call("POST", f"{services.url}/dpo/trigger-finetune", token=token, body=b'{"exp_name": 1}')
@@ -264,7 +271,7 @@ def post_raw(url: str, token: str, body: bytes, *, chunked: bool) -> int | None:
         connection.close()
 
 
-# ---- forty runs at once -----------------------------------------------------------------------------------------
+# ---- twenty runs at once -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -278,7 +285,7 @@ class Load:
 
 @pytest.fixture(scope="module")
 def load(services) -> Load:
-    """Twenty runs triggered through the REST API and twenty through the webhook, all at once, waited for.
+    """Ten runs triggered through the REST API and ten through the webhook, all at once, waited for.
 
     Files that belong to no run are planted where the runs write, to show that cleanup removes only its own.
     """
@@ -304,8 +311,8 @@ def load(services) -> Load:
     return Load(rest_ids, hook_ids, finals, seconds, sum(busy for _, busy in hook_answers))
 
 
-def test_forty_runs_at_once_all_succeed_within_the_gpu_pool_each_in_its_own_folders(services, load):
-    """Twenty through the REST API and twenty through the webhook (the ``load`` fixture), on a pool of two GPUs."""
+def test_twenty_runs_at_once_all_succeed_within_the_gpu_pool_each_in_its_own_folders(services, load):
+    """Ten through the REST API and ten through the webhook (the ``load`` fixture), on a pool of two GPUs."""
     api = services.api()
     run_ids = load.rest + load.webhook
     assert len(set(run_ids)) == N_REST + N_WEBHOOK
@@ -478,7 +485,7 @@ def test_api_server_killed_mid_training_the_run_carries_on_and_old_tokens_still_
 
 
 def test_planted_secrets_appear_in_no_task_log_rendered_template_xcom_or_file(services, load):
-    """Runs last: every run this module made (the forty, the restarted ones), every task, every try."""
+    """Runs last: every run this module made (the twenty, the restarted ones), every task, every try."""
     # The secrets really are in the services' environment: the launcher's, and the scheduler's, which every task
     # process inherits. (The api-server's /proc environ reads as NULs: setting its process title overwrote it.)
     for pid in (services.launcher_pid, component_pid(services.launcher_pid, "scheduler")):
