@@ -1,17 +1,9 @@
 """``python -m dpo_lib bench``: training throughput, MFU and peak memory of the real trainer.
 
-It builds a randomly initialised model (``--shape``: TinyLlama-1.1B by default, Llama-3-8B,
-or ``--tiny``), random preference pairs of varied prompt and completion lengths, and runs the
-trainer's own ``train_step`` for ``--steps`` timed steps after ``--warmup`` untimed ones.
-``--adapter lora`` trains LoRA adapters (r 16, alpha 32, dropout 0, on all seven linear
-projections) over a frozen base held in bf16 when training in bf16; the reference is then the
-policy with its adapters disabled. The last line printed is one JSON object: ``tokens_per_s``
-counts real (non-padding) tokens of the chosen and rejected sequences, prompts included;
-``mfu`` is model FLOPs per token (``flops_per_token`` says how many N, N being the base's
-parameters less the input embedding, a lookup) over the device's dense bf16 peak. Full
-fine-tuning does 6N for the policy, LoRA 4N (forward 2N, backward through the activations 2N,
-no weight gradients for the frozen base; the adapters' own FLOPs are left out), and a live
-reference 2N more, as ``bench/trl_dpo.py`` counts them.
+It runs the trainer's own ``train_step`` on a randomly initialised model (``--shape``, or ``--tiny``)
+and random preference pairs of varied lengths: ``--warmup`` untimed steps, then ``--steps`` timed
+ones, optionally with LoRA (``--adapter lora``). The last line printed is one JSON object with
+``tokens_per_s`` and ``mfu``, counted as docs/benchmarks.md describes.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """The run report and the runs list, served by the ``/dpo`` app inside Airflow's api-server.
 
-* ``GET /dpo/runs/{dag_id}/{run_id}``: one run: its tasks' states (from Airflow's metadata database, in
-  this process), the loss, reward accuracy and reward margin curves (train and eval), the eval table
-  (policy, reference, champion), the promotion decision, the dataset, the resolved config, where the
-  model is stored, the MLflow run, and held-out generations side by side. The Airflow UI shows it as
-  the "DPO report" tab of every run (the plugin's ``external_views``, destination ``dag_run``).
-* ``GET /dpo/runs``: the recent runs of ``dpo_finetune`` and ``dpo_nightly`` with their metrics and
-  promotion decisions in one table (the "DPO runs" entry of the UI's navigation).
-
-Both need what the webhook needs (an Airflow bearer token) or the Airflow UI's own session cookie, and the
-auth manager's permission to read the DAG's runs; a browser without either is sent to Airflow's login.
-Each page is self-contained: inline CSS and SVG plots, no script, nothing fetched from elsewhere.
+``GET /dpo/runs/{dag_id}/{run_id}`` is one run's report (the "DPO report" tab of every run in the
+Airflow UI); ``GET /dpo/runs`` is the recent runs of ``dpo_finetune`` and ``dpo_nightly`` in one
+table. Both need an Airflow bearer token or the UI's session, and permission to read the DAG's runs.
+Each page is self-contained: inline CSS and SVG plots, no script.
 """
 
 from __future__ import annotations

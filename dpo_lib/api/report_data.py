@@ -1,18 +1,8 @@
-"""What a run's report shows, read from its run folder: defensively, since a run in flight (or one that
-failed early) has written only some of its files.
+"""What a run's report shows, read from its run folder (``$DPO_ARTIFACTS_ROOT/<exp_name>/<run_key>/``).
 
-The run folder (``$DPO_ARTIFACTS_ROOT/<exp_name>/<run_key>/``) may hold:
-
-* ``run.json`` (``validate``: dag_id, run_id, the request) and ``dataset.json`` (``stage``: manifest and
-  statistics), see :mod:`dpo_lib.orchestration.runs`;
-* ``config.json`` (the resolved training config) and ``metrics.json`` (``train`` and ``eval`` parts;
-  ``eval.reference`` the reference's metrics);
-* ``history.jsonl`` (one object per logged step: ``step``, ``split``, ``metrics``), ``tracking.json``
-  (the MLflow run), ``promotion.json`` (the champion gate's decision) and ``samples.json`` (greedy
-  generations of the reference, champion and policy side by side);
-* ``final/`` (the model or adapter, its tokenizer and model card).
-
-Nothing here imports Airflow or torch; :mod:`dpo_lib.api.report` adds the task states from Airflow.
+Reads defensively: a run in flight, or one that failed early, has written only some of its files
+(docs/results.md lists them). Nothing here imports Airflow or torch; :mod:`dpo_lib.api.report`
+adds the task states from Airflow.
 """
 
 from __future__ import annotations

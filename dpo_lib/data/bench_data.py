@@ -1,16 +1,8 @@
 """``python -m dpo_lib bench-data``: how fast dataset validation reads, and how much memory it needs.
 
-For each case it writes a dataset of ``--records`` realistic records (prose of varied length,
-some non-ASCII, quotes and newlines; about 2.4 KB a record), then runs
-``open_dataset(path).validate()`` in a fresh Python process and prints one JSON line: the
-file size, the validation time (wall clock and CPU) and the throughput in MB/s (10^6 bytes),
-and the child's peak resident memory (``VmHWM`` in ``/proc/self/status``: on Linux,
-``getrusage``'s ``ru_maxrss`` of a freshly started process still counts its parent's memory
-at the fork). A fresh process per case keeps one case's memory out of the next one's peak.
-
-Cases: ``json`` (a JSON array of ``{prompt, chosen, rejected}``, on one line as ``json.dump``
-writes it), ``jsonl`` (the same records as JSON Lines), ``conversational`` and
-``conversational-jsonl`` (message-list records in either container).
+For each case (``json``, ``jsonl``, ``conversational``, ``conversational-jsonl``) it writes
+``--records`` realistic records, validates them in a fresh Python process and prints one JSON line:
+file size, wall and CPU time, throughput in MB/s and the process's peak resident memory (``VmHWM``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Conversational records: lists of ``{"role", "content"}`` messages.
 
-Two shapes are accepted, both as TRL reads them:
-
-* explicit prompt: ``{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}``;
-* implicit prompt: ``{"chosen": [msgs], "rejected": [msgs]}``, two full conversations whose
-  shared leading messages are the prompt; they must diverge at an assistant message, since a
-  pair answering different user turns compares answers to different questions.
-
-Messages are normalised to exactly ``{"role", "content"}`` so later stages (chat templates,
-hashing for duplicates) see one shape.
+Two shapes are accepted, both as TRL reads them: an explicit prompt (``prompt``, ``chosen``,
+``rejected``), or an implicit one (``chosen`` and ``rejected`` whose shared leading messages are
+the prompt). Messages are normalised to exactly ``{"role", "content"}``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Raw records out of a JSON array or a JSON Lines file: one streaming pass, linear time, bounded memory.
 
-Datasets can be larger than a worker's memory and validation must report every problem it
-can, so the stream is read in large chunks and every record is parsed on its own by the
-standard library's C scanner (``json.JSONDecoder.scan_once``):
-
-* JSON Lines are split at newlines; a bad line is reported and skipped, and reading goes on.
-* A JSON array's items are parsed out of a window of its text read as Latin-1 (``_Window``), and
-  the scanner says where each one ends. A record that does not end within the window is parsed
-  again once the window has grown to twice its size, so even one huge string costs linear time.
-  A syntax error ends an array (no JSON parser can resynchronise), after reporting its line.
-
-Both containers hold every record to the same rules: at most ``MAX_RECORD_BYTES`` bytes, valid
-UTF-8, no key twice in one object, and nesting no deeper than the scanner's recursion guard
-(Python's recursion limit, 1000 levels by default). Everything wrong is yielded as an
-:class:`Issue`; callers never see a parser exception.
+Each record is parsed on its own by the standard library's C scanner. A bad JSON Lines line is
+reported and skipped; a syntax error ends a JSON array. Every record is held to the same limits:
+at most ``MAX_RECORD_BYTES`` bytes, valid UTF-8, no key twice in one object, and nesting within
+Python's recursion limit. Everything wrong is yielded as an :class:`Issue`; callers never see a
+parser exception.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Tokenization and collation of preference pairs for DPO.
 
-Each pair becomes prompt + chosen and prompt + rejected. Labels copy the input
-ids on completion tokens and are ``IGNORE_INDEX`` on prompt and padding tokens,
-so only the completions count in the log-probabilities and the loss.
-
-Truncation (``truncation_mode``), applied only when prompt + the longer
-completion exceeds ``max_length`` tokens:
-
-1. the prompt is cut to ``max_prompt_length`` tokens, keeping its end
-   (``keep_end``: the turn being answered stays) or its start (``keep_start``);
-2. each completion is then cut to ``max_length - len(prompt)`` tokens, keeping its start.
-
-The completion always ends with the EOS token unless step 2 cut it off.
+Each pair becomes prompt + chosen and prompt + rejected. Labels are ``IGNORE_INDEX`` on prompt and
+padding tokens, so only the completions count in the loss. A pair longer than ``max_length`` is
+truncated by ``truncation_mode`` (docs/configuration.md); the completion ends with the EOS token
+unless truncation cut it off.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Streaming validation: one pass over a source that yields the valid pairs and, at the end,
 a :class:`ValidationReport` and :class:`~dpo_lib.data.stats.DatasetStats`.
 
-Validation runs inside Airflow tasks before training, on files that may not fit in memory,
-so it reads records one at a time (``records.py``), keeps only the first issues
-(``issues.py``) and statistics of bounded size (``stats.py``). Errors make a dataset
-unusable; warnings (duplicates, length outliers) are worth a look but do not block training.
-
-Records are checked in small batches where the format has a batch parser (``formats.py``):
-a batch of valid records costs a few passes of builtins instead of Python code per record,
-and a batch with anything wrong in it is checked record by record, for the messages.
+Memory stays bounded: records are read one at a time (``records.py``), only the first issues are
+kept (``issues.py``) and statistics have a bounded size (``stats.py``). Errors make a dataset
+unusable; warnings (duplicates, length outliers) do not block training.
 """
 
 from __future__ import annotations

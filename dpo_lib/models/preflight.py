@@ -1,17 +1,9 @@
 """The base model's checks before anything is downloaded or allocated, from its config.json alone.
 
-``validate`` runs :func:`check_model` when config.json is cheap to read (a local folder, one small
-object of a ``gs://`` folder, the Hub's copy of a preset's); ``stage`` runs :func:`check_config`
-again before downloading a model's weights. They refuse, naming the field:
-
-* a preset that names a Hub model when the Hub cannot be reached from here;
-* a max_length beyond the model's ``max_position_embeddings``;
-* a run that cannot fit the worker's GPUs (:mod:`dpo_lib.models.memory`), with the numbers and the
-  first change that would fit (adapter=lora, trainer=fsdp, activation checkpointing, a smaller batch).
-
-The GPUs are the worker's own (``torch.cuda``), which are the trainer's with the local runner and
-with the docker runner on the same host. A worker without GPUs (or without torch, as the Airflow
-image is) skips the memory check and says so in the log.
+``validate`` runs :func:`check_model` and ``stage`` runs :func:`check_config` before downloading the
+weights. They refuse, naming the field, a Hub preset when the Hub cannot be reached, a max_length
+beyond the model's ``max_position_embeddings``, and a run that cannot fit the worker's GPUs
+(:mod:`dpo_lib.models.memory`). A worker without GPUs or torch skips the memory check and logs it.
 """
 
 from __future__ import annotations

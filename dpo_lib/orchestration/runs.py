@@ -1,14 +1,8 @@
 """Where a DAG run's folder is, found from ``(dag_id, run_id)`` alone, and what the run records in it for its report.
 
-A run folder is ``$DPO_ARTIFACTS_ROOT/<exp_name>/<path_safe(run_id)>/`` (see ``plan_run``). The staging
-folder (and the run spec in it) is gone once cleanup ran, and the exp_name lives in the run's request,
-so ``validate`` leaves ``run.json`` in the run folder: its dag_id, run_id and request.
-:func:`run_dir_of` looks for that record under every experiment folder (one ``stat`` each).
-
-``stage`` leaves ``dataset.json`` beside it: the staging manifest (URI, sha256, record count) and the
-dataset's statistics from validation (valid, invalid and duplicate counts, length percentiles).
-
-Nothing here imports Airflow, torch or the trainer: the report in the api-server and the tasks both use it.
+``validate`` leaves ``run.json`` in the run folder and ``stage`` leaves ``dataset.json`` beside it;
+:func:`run_dir_of` finds the folder by looking for that record under every experiment folder.
+Nothing here imports Airflow, torch or the trainer.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """The ``publish`` task (on the Airflow worker, no torch): the run's results made durable and findable.
 
-1. MLflow holds the whole run: :func:`~dpo_lib.tracking.sync.sync_run` (params, lineage tags, every
-   logged step from history.jsonl, the held-out metrics), whatever reached it during training.
-2. The stored copy: final/ (model or adapter, tokenizer, model card) and the report files (metrics.json,
-   config.json, history.jsonl, tracking.json, and run.json and dataset.json when present) under
-   ``output_uri``, ``upload.json`` last (:mod:`~dpo_lib.results.upload`).
-3. The registered version: a new version of ``registered_model_name`` whose source is the stored copy,
-   tagged with the run's lineage.
-4. For ``compare``: the current champion's stored copy (complete, by its marker) in the run's staging
-   folder, ``champion/``, described by ``champion.json`` (``{"version": null}`` when there is none).
-
-Writes ``run_dir/publish.json``; returns it (the task's XCom). Each step is idempotent, so a retry
-(storage or MLflow down: publish fails and Airflow retries it) redoes only what is missing.
+It syncs the whole run to MLflow (:func:`~dpo_lib.tracking.sync.sync_run`), stores final/ and the
+report files under ``output_uri`` (:mod:`~dpo_lib.results.upload`), registers the stored copy as a
+new version of ``registered_model_name``, and fetches the current champion into the run's staging
+folder for ``compare``. Writes ``run_dir/publish.json`` and returns it. Each step is idempotent,
+so a retry redoes only what is missing.
 """
 
 from __future__ import annotations

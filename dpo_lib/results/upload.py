@@ -1,16 +1,8 @@
 """A folder stored under a storage prefix so that no reader can take a partial copy for a complete one.
 
-``upload_files`` deletes the prefix's completion marker first, uploads every file (each upload is atomic
-and checked: size and md5), and writes the marker, ``upload.json``, last::
-
-    {"format": 1, "files": [{"path": "final/model.safetensors", "size": 1234, "md5": "..."}, ...],
-     "bytes": 5678, "completed_at": "2026-01-01T00:00:00+00:00", ...}
-
-A copy is complete only when its marker is there, and then it is exactly the files the marker lists
-with those sizes and digests: every reader (``read_marker``, ``download_complete``, the champion's
-download) requires it. A retry of a cut upload starts by deleting the marker again, so between the
-cut and the end of the retry the prefix reads as incomplete; a retry of a finished upload whose files
-are unchanged does nothing. Storage has no rename, so there is no other way to publish a folder at once.
+``upload_files`` deletes the prefix's completion marker, ``upload.json``, uploads and checks every
+file, and writes the marker last. A copy is complete only while its marker is there, and is then
+exactly the files it lists; every reader requires it. The format is in docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Storage on the local filesystem, confined to one root directory.
 
-Used for tests, the toy demo and single-machine runs. Every path is resolved
-(``..`` and symlinks included) before use and must stay inside the configured
-root: DAG parameters and config files carry these paths, and a typo or a hostile
-``../../etc`` must not let a task read or overwrite files elsewhere on the worker.
-The check runs at call time, so a symlink swapped in between the check and the
-open is out of its reach; it guards against mistakes, not against a local attacker.
-
-Only regular files are read (:func:`open_regular_file`): a FIFO without a writer would
-block ``open()`` forever, and a device, socket or directory is no dataset either.
+Used for tests, the toy demo and single-machine runs. Every path is resolved (``..`` and symlinks
+included) and must stay inside the root, and only regular files are read (:func:`open_regular_file`).
 """
 
 from __future__ import annotations

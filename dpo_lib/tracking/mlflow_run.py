@@ -1,16 +1,9 @@
 """Every MLflow call of the tracking package, and only here: the client, one run's params, tags and metrics.
 
-Logging is idempotent, so a retry, a resumed run or an end-of-run sync can replay a run folder at any
-time: a metric event is logged only when MLflow has no value of it at that step, and a param only when
-the run has none of that name (MLflow refuses to change one; a resumed run that changed ``max_steps``
-says so in the ``dpo.changed_on_resume`` tag). Metric keys are ``<split>/<name>``: ``train/loss``,
-``eval/rewards/accuracies``; the evaluate task's held-out metrics are ``heldout/...`` (the reference's
-``heldout/reference/...``).
-
-HTTP: the tracker's client fails fast (5 s a request, no retries: it retries itself, later, without
-holding training); the tasks' client waits longer (30 s, 3 retries). Settings of MLflow's own
-variables (``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) win. MLflow prints no
-run URLs on stdout (the log says them): a command's last stdout line is its result.
+Logging is idempotent: a metric is logged only when MLflow has no value of it at that step, and a
+param only when the run has none of that name, so any run folder can be replayed at any time.
+The tracker's client fails fast (5 s a request, no retries); the tasks' client waits longer (30 s,
+3 retries); MLflow's own ``MLFLOW_HTTP_REQUEST_*`` variables win.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """The tracker the trainer calls at its two logging points: ``log("train"|"eval", step, metrics)``.
 
-Rank 0 gets a :class:`RunTracker`, every other process (and any trainer nobody asked to track, such as
-the benchmark's) the :class:`NullTracker`. A call appends the event to ``run_dir/history.jsonl`` and
-puts it on a bounded queue; it never waits for MLflow. One background thread imports mlflow, opens the
-run (params, lineage tags, ``tracking.json``) and logs the queue. When MLflow fails (a server down, a
-locked database) the thread warns once, keeps going offline and tries again every ``retry_s``; once
-MLflow answers it replays what MLflow lacks from the history file. A full queue drops the event
-from the live stream, not from the history. ``close()`` ends with a sync of the whole history, waiting
-at most ``sync_timeout_s``: training never fails and never waits on tracking, and what is not in MLflow
-by then is in history.jsonl, which ``publish`` (or ``python -m dpo_lib.tracking.sync RUN_DIR``) replays.
+Rank 0 gets a :class:`RunTracker`, every other process the :class:`NullTracker`. A call appends the
+event to ``run_dir/history.jsonl`` and queues it for one background thread that logs to MLflow,
+goes on offline when MLflow fails and replays what MLflow lacks once it answers. Training never
+fails and never waits on tracking.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """``varlen`` attention: packed sequences attend within themselves, given their boundaries, not a mask.
 
-A packed row holds 2B sequences back to back (``dpo_lib.data.tokenize.pack_pairs``). Hugging
-Face's own paths recover the sequences from ``position_ids`` and build a mask from them on
-every forward: a (T, T) tensor for SDPA, a block mask for flex attention. This one takes
-the boundaries the packer already knows (cumulative lengths, ``cu_seq_lens``) and hands
-them to a FlashAttention kernel that computes only the causal blocks inside each sequence.
-
-On CUDA it runs PyTorch's FlashAttention (``torch.nn.attention.varlen.varlen_attn``);
-elsewhere it runs exact SDPA with the equivalent block-diagonal causal mask, so CPU runs and
-tests exercise the same plumbing. It is registered with transformers' attention interface
-under :data:`NAME`, and the packer's boundaries reach it as the ``cu_seq_lens_q`` and
-``max_length_q`` keyword arguments the model passes down to every attention call.
+The packer's sequence boundaries (``cu_seq_lens``) go straight to PyTorch's FlashAttention
+(``torch.nn.attention.varlen.varlen_attn``) on CUDA; elsewhere exact SDPA runs with the equivalent
+block-diagonal causal mask. It is registered with transformers' attention interface under
+:data:`NAME`.
 """
 
 from __future__ import annotations

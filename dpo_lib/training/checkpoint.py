@@ -1,19 +1,10 @@
 """Checkpoints under ``run_dir/checkpoints/step-N/``, written atomically.
 
-A checkpoint is assembled in a hidden temporary directory and renamed into
-place only once every file is written and synced, then marked ``COMPLETE``.
-A directory without the marker (a write cut off mid-way on a filesystem whose
-rename is not atomic) is never loaded. Checkpoints are removed (pruned, or replaced by a
-retry) by renaming them out of the ``step-N`` namespace first, so a deletion cut off
-mid-way cannot leave a ``step-N`` directory with its marker but without its weights.
-Temporary directories a killed process left behind (``.step-N.*.tmp``) are removed when
-the next attempt starts (:func:`remove_stale_temporaries`).
-
-A write that fails because the disk is full raises ``OSError(ENOSPC)`` naming the
-checkpoint, after removing what it had written; the previous checkpoints are untouched.
-
-An adapter run's checkpoint holds its trainable weights only (``trainable_only``): the adapters
-and their optimizer state; the frozen base is the model's own files, loaded again on resume.
+A checkpoint is written in a hidden temporary folder, renamed into place and marked ``COMPLETE``;
+one without the marker is never loaded. Pruning renames a checkpoint out of the ``step-N`` names
+before deleting it, and :func:`remove_stale_temporaries` clears what killed writes left behind.
+A full disk raises ``OSError(ENOSPC)`` naming the checkpoint and keeps the previous ones.
+An adapter run's checkpoint holds only its trainable weights and their optimizer state.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """``python -m dpo_lib evaluate``: held-out metrics of a trained policy and of its reference.
 
-Reads the run from its spec (``--spec run_spec.json``, a DAG run) or its folder (``--run-dir``,
-whose config.json ``train`` wrote) and writes the ``eval`` part of ``run_dir/metrics.json``: the
-policy's metrics under their own names, and the reference model's under ``reference``
-(``logps/accuracies``, how often it already prefers the chosen completion, is the baseline the
-policy's is compared to), and writes final/README.md, the model card, again with them. Prints the
-whole metrics.json as the last line, so a task can pass it on.
-
-The policy is final/: a full model, or an adapter run's adapter folder over the base model, whose
-reference is then the same model with its adapters off.
+Reads the run from ``--spec run_spec.json`` or ``--run-dir``, writes the ``eval`` part of
+``run_dir/metrics.json`` (the reference's metrics under ``reference``) and the model card again
+with them, and prints the whole metrics.json as its last line. The policy is final/: a full model,
+or an adapter folder whose reference is the same model with its adapters off.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """The DPO training loop, read top to bottom; strategies (basic, FSDP, tensor parallel) override hooks.
 
-setup():      tokenizer, policy, frozen reference (or its log-probs, computed once and cached),
-              data, the loss, AdamW with linear warmup, then resume from the newest checkpoint.
-              With ``adapter: lora`` the policy is the frozen base with LoRA adapters, only they
-              train, and the reference is the same model with its adapters off (``adapters.py``).
-train():      for each optimizer step: gradient_accumulation_steps micro-batches, each one
-              forward over every chosen and rejected sequence for the policy (and, without
-              grad, the reference), loss, backward; clip, step; log / evaluate / checkpoint on
-              schedule; metrics.json's train part.
-save_final(): the policy in Hugging Face format in run_dir/final/ (an adapter run: peft's adapter
-              folder, or the merged model), its tokenizer and a model card.
-
-Hooks a strategy overrides: ``init_distributed``, ``prepare_model``, ``all_reduce_sum``,
-``clip_grad_norm``, ``save_checkpoint``, ``load_checkpoint``, ``full_state_dict``.
+``setup()`` loads the tokenizer, policy, reference (or its cached log-probs), data, loss and optimizer,
+and resumes from the newest checkpoint; with ``adapter: lora`` the reference is the policy with its
+adapters off (``adapters.py``). ``train()`` runs the optimizer steps and logs, evaluates and
+checkpoints on schedule. ``save_final()`` writes the policy, its tokenizer and a model card to
+``run_dir/final/``. Strategies override ``init_distributed``, ``prepare_model``, ``all_reduce_sum``,
+``clip_grad_norm``, ``save_checkpoint``, ``load_checkpoint`` and ``full_state_dict``.
 """
 
 from __future__ import annotations
