@@ -7,12 +7,11 @@ promote wrote, and the page in the Airflow UI), its stored copy and registered v
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
+from dpo_lib.io import read_json_or_empty
 from dpo_lib.results.report_copy import REPORT_HTML, REPORT_PREFIX
 
 REPORT_BASE = "http://localhost:8080"
@@ -26,7 +25,7 @@ def newest_run(path: Path) -> Path | None:
 
 
 def lines(run_dir: Path, report_base: str = REPORT_BASE) -> list[str]:
-    run, published, promotion, tracking = (_read(run_dir / name) for name in
+    run, published, promotion, tracking = (read_json_or_empty(run_dir / name) for name in
                                            ("run.json", "publish.json", "promotion.json", "tracking.json"))  # fmt: skip
     out = [f"run folder:  {run_dir.resolve()}"]
     if (run_dir / REPORT_HTML).exists():
@@ -49,13 +48,6 @@ def lines(run_dir: Path, report_base: str = REPORT_BASE) -> list[str]:
         out.append(f"MLflow:      make mlflow, then http://127.0.0.1:5000/#/experiments/{tracking['experiment_id']}"
                    f"/runs/{tracking['run_id']}")  # fmt: skip
     return out
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from dpo_lib.io import read_json_or_empty
 from dpo_lib.tracking.history import HISTORY_FILE, History
 from dpo_lib.tracking.lineage import Lineage, flat_params
 from dpo_lib.tracking.record import TrackingRecord
@@ -50,7 +51,7 @@ def sync_run(
     run.set_tags({**lineage.tags(), **(extra_tags or {})})
     run.log_params(flat_params(config))
     sent = run.log_events(History(run_dir).read())
-    evaluation = _read_json(run_dir / "metrics.json").get("eval") or {}
+    evaluation = read_json_or_empty(run_dir / "metrics.json").get("eval") or {}
     heldout = "n_pairs" in evaluation and run.log_heldout(evaluation)  # evaluate's, not training's last eval
     run.finish()
     run.record = dataclasses.replace(run.record, synced=True)
@@ -88,13 +89,6 @@ def run_target(run_dir: str | Path) -> TrackingTarget:
     """The store the run's tracking.json names (where its trainer logged), else the deployment's."""
     record = TrackingRecord.read(run_dir)
     return target_for(record.tracking_uri) if record is not None else resolve_target()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def main(argv: list[str] | None = None) -> int:
