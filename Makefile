@@ -64,12 +64,16 @@ test-unit: setup
 provision:  ## install the host packages the system and fault tests use (Debian; root): docker, postgres, redis
 	bash tests/provision-host.sh
 
-test: setup provision  ## everything: unit, integration (Airflow, storage emulator), system (docker, celery), then `make test-faults`
-	$(PY) -m pytest -q -m "not faults" tests/unit tests/integration tests/system
-	$(MAKE) --no-print-directory test-faults
+# pytest-xdist workers: one per core, at most 4 (PYTEST_WORKERS=0: one process). tests/conftest.py groups
+# the tests so that a module, and all the Docker modules together, run on one worker, longest first.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
+
+test: setup provision  ## everything: unit, integration (Airflow, storage emulator), system (docker, celery), faults
+	$(PY) -m pytest -q $(XDIST) tests
 
 test-faults: setup  ## the fault tests: kills, outages, full disks, hostile input, planted secrets (docs/reliability.md)
-	$(PY) -m pytest -q -m faults
+	$(PY) -m pytest -q $(XDIST) -m faults
 
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check .

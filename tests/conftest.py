@@ -1,4 +1,4 @@
-"""Session-wide test environment.
+"""Session-wide test environment, and how ``make test`` spreads the modules over pytest-xdist workers.
 
 Airflow reads its configuration when first imported, so the variables that keep the
 tests away from ~/airflow (and from the example DAGs) are set here, at collection time.
@@ -7,6 +7,8 @@ tests away from ~/airflow (and from the example DAGs) are set here, at collectio
 import os
 import tempfile
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,3 +19,32 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dpo-tests-airflow
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+
+# `make test` runs pytest-xdist with --dist loadgroup: each group runs whole on one worker. A module is a group
+# (its module fixtures start services once); the modules below a shared folder are one group (the Docker
+# modules: one daemon, one image build). Groups that take minutes start first, longest first, so that no
+# worker is left running a long one alone at the end; the other groups keep their collection order.
+SHARED_GROUPS = {"tests/system/docker/": "docker"}
+LONGEST_FIRST = ("tests/faults/test_service_faults.py", "docker")
+
+
+def xdist_group(item: pytest.Item) -> str:
+    module = item.nodeid.split("::", 1)[0]
+    return next((group for folder, group in SHARED_GROUPS.items() if module.startswith(folder)), module)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups = {item: xdist_group(item) for item in items}
+    slow = {group for item, group in groups.items() if item.get_closest_marker("slow")}
+
+    def start_rank(item: pytest.Item) -> int:
+        group = groups[item]
+        if group in LONGEST_FIRST:
+            return LONGEST_FIRST.index(group)
+        return len(LONGEST_FIRST) + (group not in slow)
+
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=start_rank)  # stable: a group's tests keep their order, and stay together
