@@ -63,10 +63,23 @@ def live_processes_mentioning(text: str) -> list[int]:
     return sorted(found)
 
 
+def parent_of(pid: int) -> int | None:
+    """``pid``'s parent, None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def trainers_of(path: Path) -> list[int]:
     """Live ``python -m dpo_lib train`` processes whose command names ``path``: a run's ``run_spec.json``
-    (``train --spec PATH``, as a task runs it: bash execs its single command) or its run folder (``run_dir=PATH``)."""
-    return [pid for pid in live_processes_mentioning(str(path)) if "dpo_lib train" in command_line(pid)]
+    (``train --spec PATH``, as a task runs it: bash execs its single command) or its run folder (``run_dir=PATH``).
+
+    A trainer's own forks (a child between fork and exec carries its parent's command line) are not counted while
+    that trainer lives; once it is gone they are trainers of their own, and counted.
+    """
+    found = [pid for pid in live_processes_mentioning(str(path)) if "dpo_lib train" in command_line(pid)]
+    return [pid for pid in found if parent_of(pid) not in found]
 
 
 def children_of(pid: int) -> list[int]:
