@@ -19,6 +19,10 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dpo-tests-airflow
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# One OpenMP thread per torch process: the xdist workers, and a run's concurrent tasks, already keep every core
+# busy, and threads spinning against each other's processes cost two concurrent runs ≈ 60 % more CPU time
+# (docs/architecture.md#tests). Set it to run a test with more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # `make test` runs pytest-xdist with --dist loadgroup: each group runs whole on one worker. A module is a group

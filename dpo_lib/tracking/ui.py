@@ -12,18 +12,20 @@ import argparse
 import os
 import shutil
 import sys
-from pathlib import Path
 
 from dpo_lib.tracking.target import resolve_target
 
 
-def server_command(port: int, host: str = "127.0.0.1") -> list[str] | None:
-    """``mlflow server`` over the resolved store, or None when the store is a server already."""
+def server_command(port: int, host: str = "127.0.0.1", mlflow: str = "mlflow") -> list[str] | None:
+    """``mlflow server`` over the resolved store, or None when the store is a server already.
+
+    ``mlflow``: the command of an environment with the full ``mlflow`` package (``make mlflow-server``'s
+    ``.venv-mlflow/bin/mlflow``); the client, ``mlflow-skinny``, cannot serve.
+    """
     target = resolve_target()
     if target.is_server:
         return None
     target.prepare()
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     command = [mlflow, "server", "--backend-store-uri", target.uri, "--host", host, "--port", str(port),
                "--workers", "1"]  # fmt: skip
     if target.artifact_location:
@@ -34,11 +36,16 @@ def server_command(port: int, host: str = "127.0.0.1") -> list[str] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dpo_lib.tracking.ui", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--mlflow", default="mlflow", help="the mlflow command of an environment with the full "
+                        "mlflow package (default: the one on PATH; `make mlflow` passes .venv-mlflow's)")  # fmt: skip
     args = parser.parse_args(argv)
-    command = server_command(args.port)
+    command = server_command(args.port, mlflow=args.mlflow)
     if command is None:
         print(f"MLflow runs as a server: open {resolve_target().uri}")
         return 0
+    if shutil.which(command[0]) is None:
+        print(f"error: no {command[0]} command: `make mlflow-server` installs the MLflow server", file=sys.stderr)
+        return 2
     print(f"MLflow UI over {resolve_target().uri}: http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
                                                                                 "false")}  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ import pytest
 
 from tests.support.storage_emulator import free_port
 
-MLFLOW = str(Path(sys.executable).parent / "mlflow")
+# The full mlflow's venv (`make mlflow-server`, which `make test` runs): .venv has only the client.
+MLFLOW = Path(__file__).resolve().parents[3] / ".venv-mlflow" / "bin" / "mlflow"
 START_TIMEOUT_S = 240.0
 
 
@@ -32,11 +32,13 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        if not MLFLOW.exists():
+            raise RuntimeError(f"no {MLFLOW}: `make mlflow-server` installs the MLflow server these tests run")
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server writes to it while it runs
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner processes
         env.pop("MLFLOW_TRACKING_URI", None)
         self.proc = subprocess.Popen(
-            [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
