@@ -81,7 +81,7 @@ provision:  ## install the host packages the system and fault tests use (Debian;
 # pytest-xdist workers: one per core, at most 4 (PYTEST_WORKERS=0: one process). tests/conftest.py groups
 # the tests so that a module, and all the Docker modules together, run on one worker, longest first.
 PYTEST_WORKERS ?= auto
-XDIST := -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
 test: setup mlflow-server provision  ## everything: unit, integration (Airflow, storage emulator), system (docker, celery), faults
 	$(PY) -m pytest -q $(XDIST) tests
