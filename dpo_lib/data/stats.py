@@ -48,17 +48,6 @@ def text_length(value: Text) -> int:
     return sum(map(len, map(_CONTENT, value)))
 
 
-def fingerprint(pair: PreferencePair) -> int:
-    """A 64-bit hash of the whole pair, to spot exact duplicates without storing pairs.
-
-    Only comparable within one process: string hashes are keyed per process.
-    """
-    prompt, chosen, rejected = pair.prompt, pair.chosen, pair.rejected
-    if isinstance(prompt, str):
-        return hash((prompt, chosen, rejected))
-    return hash((_messages_key(prompt), _messages_key(chosen), _messages_key(rejected)))
-
-
 def _messages_key(messages: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple(map(_ROLE_AND_CONTENT, messages))
 
@@ -258,7 +247,7 @@ class StatsTracker:
         by_chosen.add(position, chosen_length)
         by_rejected.add(position, rejected_length)
         if len(self._hashes) < DUPLICATE_CHECK_RECORDS:
-            self._hashes.append(hash(key))  # what fingerprint(pair) returns
+            self._hashes.append(hash(key))  # per process: string hashes are keyed per process
             self._positions.append(position)
 
     def add_batch(self, positions: list[int], pairs: list[PreferencePair]) -> None:

@@ -43,12 +43,6 @@ class ParsedURI:
         return self.scheme in LOCAL_SCHEMES
 
 
-def scheme_of(uri: str) -> str:
-    """The lowercased scheme of ``uri`` (``""`` for a plain path), without checking the rest."""
-    match = _SCHEME_RE.match(uri)
-    return match.group(1).lower() if match else ""
-
-
 def parse_uri(uri: str) -> ParsedURI:
     """Split ``uri`` into scheme, bucket and path; raise :class:`InvalidURI` when it is malformed."""
     if not isinstance(uri, str) or not uri.strip():

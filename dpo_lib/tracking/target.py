@@ -24,10 +24,6 @@ class TrackingTarget:
     artifact_location: str | None = None  # None: the store's own default (a server decides)
 
     @property
-    def embedded(self) -> bool:
-        return self.uri.startswith("sqlite:")
-
-    @property
     def is_server(self) -> bool:
         return self.uri.startswith(("http://", "https://"))
 
