@@ -32,7 +32,13 @@ FIRST_CHUNK_BYTES = 64 * 1024
 
 _WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# Byte order marks of the encodings a JSON file must not be in; UTF-32's first: UTF-32-LE's starts like UTF-16-LE's.
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
 _SEPARATOR = re.compile(r"[ \t\r\n]*,[ \t\r\n]*").match
 _REFILL_BELOW = 16 * 1024
@@ -83,12 +89,14 @@ class RecordStream:
 
     def __iter__(self) -> Iterator[RawRecord | Issue]:
         head = self._chunks.read_at_least(64)
-        if head[:2] in _UTF16_BOMS:
-            yield Issue("file", None, "is UTF-16 encoded (it starts with a UTF-16 byte order mark); use UTF-8")
-            return
-        utf16 = _utf16_without_bom(head)
-        if utf16:
-            yield Issue("file", None, f"looks UTF-16 encoded ({utf16}, no byte order mark); the file must be UTF-8")
+        for bom, encoding in _WIDE_BOMS:
+            if head.startswith(bom):
+                yield Issue(
+                    "file", None, f"is {encoding} encoded (it starts with a {encoding} byte order mark); use UTF-8"
+                )
+                return
+        if wide := _wide_without_bom(head):
+            yield Issue("file", None, f"looks {wide} encoded (no byte order mark); the file must be UTF-8")
             return
         if head.startswith(_UTF8_BOM):
             head = head[len(_UTF8_BOM) :]
@@ -522,19 +530,22 @@ def _child_path(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _utf16_without_bom(head: bytes) -> str | None:
-    """'little-endian' or 'big-endian' when the first bytes are ASCII characters in UTF-16, else None.
+def _wide_without_bom(head: bytes) -> str | None:
+    """'UTF-16 (little-endian)' and the like when the first bytes are ASCII characters in UTF-16 or UTF-32.
 
-    A JSON file starts with ASCII (whitespace, a bracket or brace), which UTF-16 writes as the
-    character and a NUL byte: ``[\\x00{\\x00`` or ``\\x00[\\x00{``. UTF-8 JSON never holds NUL bytes.
+    A JSON file starts with ASCII (whitespace, a bracket or brace), which UTF-16 writes as the character
+    and a NUL byte (``[\\x00{\\x00``, or ``\\x00[\\x00{`` big-endian) and UTF-32 as the character and three
+    NUL bytes. UTF-8 JSON never holds NUL bytes.
     """
-    units = [head[i : i + 2] for i in range(0, min(len(head), 8) - 1, 2)]
-    if len(units) < 2:
-        return None
-    if all(unit[1] == 0 and 0 < unit[0] < 0x80 for unit in units):
-        return "little-endian"
-    if all(unit[0] == 0 and 0 < unit[1] < 0x80 for unit in units):
-        return "big-endian"
+    for width, encoding in ((4, "UTF-32"), (2, "UTF-16")):
+        units = [head[i : i + width] for i in range(0, len(head) - width + 1, width)][:4]
+        if len(units) < 2:
+            continue
+        zeros = bytes(width - 1)
+        if all(unit[1:] == zeros and 0 < unit[0] < 0x80 for unit in units):
+            return f"{encoding} (little-endian)"
+        if all(unit[:-1] == zeros and 0 < unit[-1] < 0x80 for unit in units):
+            return f"{encoding} (big-endian)"
     return None
 
 

@@ -172,7 +172,11 @@ DATASETS = [
     DatasetCase("utf16-le-without-bom", array(pairs(2)).decode().encode("utf-16-le"), INVALID, "UTF-16"),
     DatasetCase("utf16-be-without-bom", lines(pairs(2)).decode().encode("utf-16-be"), INVALID, "UTF-16", ".jsonl"),
     DatasetCase("utf16-with-bom", array(pairs(2)).decode().encode("utf-16"), INVALID, "UTF-16"),
-    DatasetCase("utf32-with-bom", array(pairs(2)).decode().encode("utf-32"), INVALID, "INVALID"),
+    DatasetCase("utf32-with-bom", array(pairs(2)).decode().encode("utf-32"), INVALID, "UTF-32"),
+    DatasetCase(
+        "utf32-be-with-bom", b"\x00\x00\xfe\xff" + array(pairs(2)).decode().encode("utf-32-be"), INVALID, "UTF-32"
+    ),
+    DatasetCase("utf32-le-without-bom", lines(pairs(2)).decode().encode("utf-32-le"), INVALID, "UTF-32", ".jsonl"),
     DatasetCase("long-string-over-the-limit-in-an-array", with_text("x" * TOO_LONG), INVALID, "8 MiB"),
     DatasetCase("long-string-over-the-limit-in-jsonl", with_text("x" * TOO_LONG, lines), INVALID, "8 MiB", ".jsonl"),
     DatasetCase("invalid-utf8-byte", array(pairs(2)).replace(b"good", b"go\xffd", 1), INVALID, "UTF-8"),

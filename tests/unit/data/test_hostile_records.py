@@ -156,16 +156,28 @@ def test_the_default_size_limit_refuses_a_huge_string_in_an_array(tmp_path: Path
     assert "record is longer than 8 MiB, the limit" in message
 
 
-# ---- UTF-16 without a byte order mark ---------------------------------------------------------------------------
+# ---- UTF-16 and UTF-32, with and without a byte order mark --------------------------------------------------------
 
 
-@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
 @pytest.mark.parametrize("layout", [json_array, jsonl])
-def test_utf16_without_a_byte_order_mark_is_named(tmp_path: Path, encoding: str, layout) -> None:
+def test_a_wide_encoding_without_a_byte_order_mark_is_named(tmp_path: Path, encoding: str, layout) -> None:
     report = validate(tmp_path, layout([record()]).encode(encoding), "d.data")
     [(location, field, message)] = errors(report)
     assert (location, field) == ("file", None)
-    assert "UTF-16" in message and "must be UTF-8" in message
+    name, order = encoding.upper().rsplit("-", 1)
+    assert f"{name} ({'little' if order == 'LE' else 'big'}-endian)" in message and "must be UTF-8" in message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-be", "utf-32-be"])
+def test_a_byte_order_mark_names_its_encoding(tmp_path: Path, encoding: str) -> None:
+    name = encoding.upper()[:6]
+    content = json_array([record()]).encode(encoding)
+    if encoding.endswith("-be"):  # Python writes a mark only for the native order
+        content = "\ufeff".encode(encoding) + content
+    [(location, field, message)] = errors(validate(tmp_path, content, "d.json"))
+    assert (location, field) == ("file", None)
+    assert f"is {name} encoded" in message and "use UTF-8" in message
 
 
 # ---- memory that does not grow with the record count --------------------------------------------------------------
