@@ -40,7 +40,8 @@ steps, β…). Scripts can trigger it too: `POST /dpo/trigger-finetune` or Airfl
 6. `compare` measures the current champion on the same pairs, and has each model answer a few held-out prompts.
 7. `promote` makes the new version the champion only if it beats the current one (`promotion` says by
    which metric and margin).
-8. `cleanup` removes the run's temporary copy of the data once `validate` has passed, whatever happened after.
+8. `cleanup` removes the run's temporary copy of the data once `validate` has passed, whatever happened after;
+   for a run that failed, it writes the report (below) into the run folder, with each task's state.
 
 **Results**: open this run's **DPO report** tab (at the top of the run's page): loss, reward accuracy
 and margin curves, the evaluation table (your model, the reference, the champion), the promotion

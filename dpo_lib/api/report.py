@@ -81,12 +81,14 @@ def run_page(
     base: str,
     framed: bool = False,
     snapshot: str | None = None,
+    snapshot_by: str = "promote",
 ) -> str | None:
     """The report's HTML; None when neither Airflow nor the artifacts root knows the run.
 
     ``framed``: shown in the Airflow UI's iframe, whose sandbox forbids navigating the top window or opening
     a new one, so the page leaves out its link back to the run in Airflow and opens MLflow in the frame.
-    ``snapshot``: when the page is a file made then (report.html), which shows no task states."""
+    ``snapshot``: when the page is a file (report.html) that task ``snapshot_by`` made; it shows the task
+    states of ``run`` (given then) as they stood."""
     from dpo_lib.api.report_plots import curve_svg
 
     run_dir = run_dir_of(dag_id, run_id, settings) if dag_id in DPO_DAG_IDS else None
@@ -106,6 +108,7 @@ def run_page(
         title=f"DPO report: {run_id}",
         framed=framed,
         snapshot=snapshot,
+        snapshot_by=snapshot_by,
         dag_id=dag_id,
         run_id=run_id,
         is_dpo_dag=dag_id in DPO_DAG_IDS,

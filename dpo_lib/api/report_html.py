@@ -55,12 +55,13 @@ _RUN = """{% extends "layout" %}{% block body %}
 {% if not run_dir %}The run folder has not been created yet: <code>validate</code> creates it.{% endif %}</p>{% endif %}
 
 <h2>Tasks</h2>
-{% if snapshot %}<p class="note" id="snapshot">This copy of the report was made by <code>promote</code> at {{ snapshot }}.
-The task states and the live report are on <a href="{{ airflow_url }}">the run's page in Airflow</a>.</p>
-{% elif tasks %}<table id="tasks"><tr><th>task</th><th>state</th><th>try</th><th>started</th><th>duration</th></tr>
+{% if snapshot %}<p class="note" id="snapshot">This copy of the report was made by <code>{{ snapshot_by }}</code> at
+{{ snapshot }}{% if tasks %}, with the task states as they stood then{% endif %}. The live report is on
+<a href="{{ airflow_url }}">the run's page in Airflow</a>.</p>{% endif %}
+{% if tasks %}<table id="tasks"><tr><th>task</th><th>state</th><th>try</th><th>started</th><th>duration</th></tr>
 {% for t in tasks %}<tr><td><code>{{ t.task_id }}</code></td><td><span class="state {{ t.state }}">{{ t.state or "none" }}</span></td>
 <td class="num">{{ t.try_number }}</td><td>{{ t.start or "" }}</td><td class="num">{{ t.duration or "" }}</td></tr>{% endfor %}
-</table>{% else %}<p class="muted">No task instances yet.</p>{% endif %}
+</table>{% elif not snapshot %}<p class="muted">No task instances yet.</p>{% endif %}
 
 <h2>Training curves</h2>
 {% if plots %}<div class="plots">{% for p in plots %}<figure class="plot" data-metric="{{ p.metric }}"

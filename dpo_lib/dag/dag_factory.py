@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from airflow.sdk import DAG, Variable, get_current_context, task
+from airflow.sdk import DAG, Context, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from dpo_lib.dag.assets import DATASET_ALIAS, MODEL_ALIAS
@@ -182,9 +182,13 @@ def build_finetune_dag(
 
         @task(**task_options("cleanup", settings))
         def cleanup(spec_path: str) -> None:
+            """The run's staging folder and stray containers removed; a run that promote did not finish
+            gets its report.html here."""
+            from dpo_lib.dag.notifiers import airflow_base_url
             from dpo_lib.orchestration import tasks
 
-            tasks.cleanup(spec_path)
+            states = run_task_states(get_current_context())
+            tasks.cleanup(spec_path, task_states=states, report_base=airflow_base_url())
 
         spec_path = validate()
         staged = stage(spec_path)
@@ -197,6 +201,18 @@ def build_finetune_dag(
         promoted >> cleanup(spec_path).as_teardown(setups=[spec_path, staged])
     wire_promotion(dag)
     return dag
+
+
+def run_task_states(context: Context) -> dict[str, str | None] | None:
+    """This run's task states now, task id to state in the DAG's order; None (a warning) if Airflow cannot say."""
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+    try:
+        states = context["ti"].get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    except Exception as exc:
+        log.warning("the run's task states are not available (%s)", exc)
+        return None
+    order = [task.task_id for task in context["dag"].task_group.topological_sort()]
+    return {task_id: states.get(task_id) for task_id in order}
 
 
 def wire_promotion(dag: DAG) -> None:

@@ -7,6 +7,7 @@ file (train and evaluate as ``python -m dpo_lib train --spec PATH``, run by the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,38 @@ def stage(spec_path: str | Path) -> dict[str, Any]:
     return stage_inputs(RunSpec.read(spec_path), Settings.from_env()).model_dump(mode="json")
 
 
-def cleanup(spec_path: str | Path) -> None:
-    """The run's teardown: its staging folder, and with the docker runner any container it left."""
+def cleanup(spec_path: str | Path, *, task_states: Mapping[str, str | None] | None = None,
+            report_base: str = "") -> None:  # fmt: skip
+    """The run's teardown: its staging folder, and with the docker runner any container it left.
+
+    Given the run's ``task_states`` (task id to state), a run that ``promote`` did not finish gets its
+    ``report.html`` here (:func:`~dpo_lib.results.report_copy.write_unfinished_report`), links to Airflow
+    at ``report_base``; a report that cannot be written is a warning, never a failed cleanup.
+    """
     settings = Settings.from_env()
     if not Path(spec_path).exists():  # a retry after the folder (the spec with it) was removed
         log.info("nothing staged at %s", Path(spec_path).parent)
         return
     spec = RunSpec.read(spec_path)
     try:
+        if task_states is not None:
+            _write_unfinished_report(spec, settings, report_base, task_states)
         if settings.runner == "docker":
             from dpo_lib.orchestration.containers import remove_stray_containers
 
             remove_stray_containers(spec.dag_id, spec.run_id, docker_url=settings.docker.url)
     finally:
         cleanup_staging(spec, settings)
+
+
+def _write_unfinished_report(spec: RunSpec, settings: Settings, base: str,
+                             task_states: Mapping[str, str | None]) -> None:  # fmt: skip
+    from dpo_lib.results.report_copy import write_unfinished_report
+
+    try:
+        path = write_unfinished_report(spec, settings, base, task_states)
+    except Exception as exc:  # the report is a convenience; the staging folder must go all the same
+        log.warning("no report.html for this run (%s)", exc)
+        return
+    if path is not None:
+        log.info("report of the unfinished run: %s", path)

@@ -49,6 +49,7 @@ def test_toy_run_learns_and_leaves_nothing_staged(workdir):
     assert metrics["eval"]["logps/accuracies"] > metrics["eval"]["reference"]["logps/accuracies"]
     assert (metrics_path.parent / "final" / "model.safetensors").exists()
     assert staged_files(workdir) == []
+    assert "made by <code>promote</code>" in (metrics_path.parent / "report.html").read_text()  # cleanup kept it
     # the run spec validate wrote was the one train read: config.json is its training config
     config = json.loads((metrics_path.parent / "config.json").read_text())
     assert config["datasets"]["from_uri"]["sha256"] is not None  # trusted from stage's manifest
@@ -65,6 +66,12 @@ def test_bad_dataset_fails_stage_and_never_trains(workdir):
     assert "stage" in output
     assert trained_files(workdir / "artifacts" / "bad-data") == []  # validate's run.json, for the report, at most
     assert staged_files(workdir) == []  # cleanup ran: validate (a setup) had succeeded
+    # and left the run's report, which says where the run stopped
+    (report,) = (workdir / "artifacts" / "bad-data").glob("*/report.html")
+    page = report.read_text()
+    assert 'id="run-state">failed<' in page and "made by <code>cleanup</code>" in page
+    assert '<code>stage</code></td><td><span class="state failed">failed</span>' in page
+    assert '<code>train</code></td><td><span class="state upstream_failed">upstream_failed</span>' in page
 
 
 def test_bad_training_config_fails_validate_naming_the_key(workdir):

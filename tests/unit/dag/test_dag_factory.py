@@ -42,6 +42,28 @@ def test_cleanup_is_the_teardown_of_validate_and_stage(dag):
     assert not cleanup.on_failure_fail_dagrun
 
 
+def test_cleanup_reads_the_runs_task_states_in_the_dags_order(dag, caplog):
+    from dpo_lib.dag.dag_factory import run_task_states
+
+    class TaskInstance:
+        @staticmethod
+        def get_task_states(dag_id, run_ids):
+            assert (dag_id, run_ids) == ("dpo_finetune", ["manual__1"])
+            return {"manual__1": {"cleanup": "running", "train": "failed", "stage": "success", "validate": "success"}}
+
+    states = run_task_states({"dag": dag, "run_id": "manual__1", "ti": TaskInstance()})
+    assert list(states) == ["validate", "stage", "train", "evaluate", "publish", "compare", "promote", "cleanup"]
+    assert (states["train"], states["promote"], states["cleanup"]) == ("failed", None, "running")
+
+    class Unreachable:
+        @staticmethod
+        def get_task_states(dag_id, run_ids):
+            raise ConnectionError("execution API down")
+
+    assert run_task_states({"dag": dag, "run_id": "manual__1", "ti": Unreachable()}) is None
+    assert "the run's task states are not available (execution API down)" in caplog.text
+
+
 def test_train_and_evaluate_take_the_run_spec_from_validate_as_a_value(dag):
     from airflow.sdk.definitions.xcom_arg import XComArg
 

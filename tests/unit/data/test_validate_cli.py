@@ -225,7 +225,7 @@ def test_a_device_exits_2_with_a_one_line_reason(capsys: pytest.CaptureFixture[s
 
 
 HOSTILE = {
-    "utf-16 without bom": (json_array([record()]).encode("utf-16-le"), "looks UTF-16 encoded"),
+    "utf-16 without bom": (json_array([record()]).encode("utf-16-le"), "looks UTF-16 (little-endian) encoded"),
     "duplicate key": (b'{"prompt": "a", "prompt": "b", "chosen": "c", "rejected": "r"}\n', "duplicate key"),
     "zero-width difference": (jsonl([record("p", "same", "same\u200b")]).encode(), "must differ from 'chosen'"),
     "huge string in an array": (b'[{"prompt": "' + b"x" * 9_000_000 + b'"}]', "longer than 8 MiB"),
