@@ -123,6 +123,7 @@ def run_page(
         promotion=folder.promotion,
         manifest=dataset.get("manifest"),
         stats=dataset.get("stats"),
+        truncation=report_data.truncation(folder),
         request=folder.request,
         final_files=folder.final_files,
         stored_uri=report_data.stored_model_uri(folder),

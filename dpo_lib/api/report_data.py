@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dpo_lib.orchestration.runs import DATASET_RECORD, RUN_RECORD, read_record
+from dpo_lib.spec import Truncation
 
 # The files the report reads, in the order a run writes them, and who writes each.
 FILES = {
@@ -54,6 +57,24 @@ class RunFolder:
     @property
     def request(self) -> dict[str, Any]:
         return (self.run or {}).get("request") or {}
+
+
+def truncation(folder: RunFolder) -> Truncation | None:
+    """What truncation cut: train's count of the pairs it trained on (metrics.json), with the token lengths
+    stage measured for a ``model_uri`` run (the manifest); stage's alone before train has run."""
+    found = []
+    for record in (((folder.metrics or {}).get("data") or {}).get("truncation"),
+                   ((folder.dataset or {}).get("manifest") or {}).get("truncation")):  # fmt: skip
+        try:
+            found.append(Truncation.model_validate(record) if record else None)
+        except ValidationError:
+            found.append(None)
+    trained, staged = found
+    if trained is None:
+        return staged
+    if staged is not None and not trained.lengths:
+        return trained.model_copy(update={"lengths": staged.lengths})
+    return trained
 
 
 def read_run_folder(path: Path | None) -> RunFolder:

@@ -20,7 +20,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 .muted { color: var(--muted); } code, pre { font: 12px/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; }
 table { border-collapse: collapse; margin: 4px 0; } th, td { text-align: left; padding: 4px 10px 4px 0;
   border-bottom: 1px solid var(--line); vertical-align: top; } th { font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } td.warn { color: #664d03; background: #fff3cd; }
 .state { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; background: var(--card);
   border: 1px solid var(--line); }
 .state.success, .state.promoted, .state.first { background: #d8f5dc; color: #11501d; }
@@ -88,10 +88,16 @@ _RUN = """{% extends "layout" %}{% block body %}
 <tr><th>sha256</th><td><code>{{ manifest.sha256 }}</code></td></tr>
 <tr><th>format</th><td>{{ manifest.format }}</td></tr><tr><th>size</th><td>{{ manifest.size }} bytes</td></tr>
 <tr><th>records</th><td>{{ manifest.record_count }}{% if stats %} ({{ stats.valid_count }} valid, {{ stats.invalid_count }}
- invalid, {{ stats.duplicate_count }} duplicates){% endif %}; {{ manifest.warning_count }} warnings</td></tr></table>
+ invalid, {{ stats.duplicate_count }} duplicates){% endif %}; {{ manifest.warning_count }} warnings</td></tr>
+{% if truncation %}<tr><th>truncation</th><td id="truncation"{% if truncation.truncated_pairs %} class="warn"{% endif %}>
+{{ truncation.summary() }}</td></tr>{% endif %}</table>
 {% if stats and stats.lengths %}<table><tr><th>length (characters)</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>
 {% for field, l in stats.lengths.items() %}<tr><td>{{ field }}</td><td class="num">{{ fmt(l.p50) }}</td>
 <td class="num">{{ fmt(l.p90) }}</td><td class="num">{{ fmt(l.p99) }}</td><td class="num">{{ l.max }}</td></tr>{% endfor %}</table>{% endif %}
+{% if truncation and truncation.lengths %}<table id="token-lengths"><tr><th>length (tokens, before truncation)</th>
+<th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{% for field, l in truncation.lengths.items() %}<tr><td>{{ field }}</td>
+<td class="num">{{ fmt(l.p50) }}</td><td class="num">{{ fmt(l.p90) }}</td><td class="num">{{ fmt(l.p99) }}</td>
+<td class="num">{{ l.max }}</td></tr>{% endfor %}</table>{% endif %}
 {% elif request.dataset_uri %}<p class="muted"><code>{{ request.dataset_uri }}</code>: not staged yet.</p>
 {% else %}<p class="muted">Not staged yet.</p>{% endif %}
 

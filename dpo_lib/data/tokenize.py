@@ -23,6 +23,7 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: int = 0  # tokens cut off (prompt and both completions) to fit max_length
+    prompt_truncated: int = 0  # of which from the prompt
 
     @property
     def num_tokens(self) -> int:
@@ -81,9 +82,10 @@ def truncate_pair(
     truncation_mode: str = "keep_end",
 ) -> TokenizedPair:
     """The truncation rule of the module docstring, applied to a pair's token ids."""
-    truncated = 0
+    truncated = prompt_truncated = 0
     if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
         before = len(prompt_ids) + len(chosen_ids) + len(rejected_ids)
+        prompt_before = len(prompt_ids)
         if truncation_mode == "keep_end":
             prompt_ids = prompt_ids[-max_prompt_length:]
         elif truncation_mode == "keep_start":
@@ -93,18 +95,8 @@ def truncate_pair(
         room = max_length - len(prompt_ids)
         chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
         truncated = before - len(prompt_ids) - len(chosen_ids) - len(rejected_ids)
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated)
-
-
-def truncation_summary(pairs: list[TokenizedPair], max_length: int) -> str | None:
-    """One line saying how many pairs ``max_length`` cut and by how much, or None when none was cut."""
-    cuts = sorted(pair.truncated for pair in pairs if pair.truncated)
-    if not cuts:
-        return None
-    return (
-        f"{len(cuts)} of {len(pairs)} pairs ({100 * len(cuts) / len(pairs):.1f}%) were truncated to max_length "
-        f"{max_length}: {sum(cuts)} tokens cut in all, median {cuts[len(cuts) // 2]}, most {cuts[-1]} in one pair"
-    )
+        prompt_truncated = prompt_before - len(prompt_ids)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated, prompt_truncated)
 
 
 def _sequences(pairs: list[TokenizedPair]) -> list[tuple[list[int], int]]:

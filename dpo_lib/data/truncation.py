@@ -12,7 +12,7 @@ from typing import Any
 
 from dpo_lib.data.pair import PreferencePair
 from dpo_lib.data.stats import _FieldLengths
-from dpo_lib.data.tokenize import encode_pair, truncate_pair
+from dpo_lib.data.tokenize import TokenizedPair, encode_pair, truncate_pair
 from dpo_lib.spec import TokenLengths, TrainConfig, Truncation
 
 LENGTHS = ("prompt", "chosen", "rejected", "sequence")  # sequence: the prompt with the longer completion
@@ -37,11 +37,15 @@ class TruncationTracker:
         sizes = (len(prompt), len(chosen), len(rejected), len(prompt) + max(len(chosen), len(rejected)))
         for lengths, size in zip(self._lengths, sizes, strict=True):
             lengths.add(self.pair_count, size)
+        self.add_tokenized(cut)
+
+    def add_tokenized(self, cut: TokenizedPair) -> None:
+        """Count a pair the rule has truncated already (its lengths before truncation are then unknown)."""
         self.pair_count += 1
         if cut.truncated:
             self.truncated_pairs += 1
-            self.prompt_truncated_pairs += len(cut.prompt_ids) < len(prompt)
-            self.response_truncated_pairs += len(cut.chosen_ids) < len(chosen) or len(cut.rejected_ids) < len(rejected)
+            self.prompt_truncated_pairs += cut.prompt_truncated > 0
+            self.response_truncated_pairs += cut.truncated > cut.prompt_truncated
             self.tokens_dropped += cut.truncated
             self.max_tokens_dropped = max(self.max_tokens_dropped, cut.truncated)
 
@@ -75,4 +79,12 @@ def measure_truncation(source: Any, tokenizer: Any, config: TrainConfig, *, form
     tracker = TruncationTracker(tokenizer, config)
     for pair in open_dataset(source, format).iter_pairs():
         tracker.add(pair)
+    return tracker.result()
+
+
+def truncation_of(pairs: list[TokenizedPair], config: TrainConfig) -> Truncation:
+    """The counts of :class:`~dpo_lib.spec.Truncation` for pairs the trainer tokenized (no ``lengths``)."""
+    tracker = TruncationTracker(None, config)
+    for pair in pairs:
+        tracker.add_tokenized(pair)
     return tracker.result()

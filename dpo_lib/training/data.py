@@ -30,7 +30,7 @@ from dpo_lib.io import atomic_write_bytes, file_sha256
 from dpo_lib.spec import DatasetConfig, TrainConfig
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class StagedDataChanged(RuntimeError):
@@ -128,7 +128,8 @@ def _pack(pairs: list[TokenizedPair]) -> dict[str, Any]:
         sequences = [getattr(p, field) for p in pairs]
         columns[field] = torch.tensor([t for s in sequences for t in s], dtype=torch.int32)
         columns[field + "_lengths"] = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
-    columns["truncated"] = torch.tensor([p.truncated for p in pairs], dtype=torch.int64)
+    for field in ("truncated", "prompt_truncated"):
+        columns[field] = torch.tensor([getattr(p, field) for p in pairs], dtype=torch.int64)
     return columns
 
 
@@ -137,11 +138,9 @@ def _unpack(columns: dict[str, Any]) -> list[TokenizedPair]:
     for field in ("prompt_ids", "chosen_ids", "rejected_ids"):
         lengths = columns[field + "_lengths"].tolist()
         split[field] = [chunk.tolist() for chunk in columns[field].split(lengths)] if lengths else []
-    truncated = columns["truncated"].tolist()
-    return [
-        TokenizedPair(p, c, r, t)
-        for p, c, r, t in zip(split["prompt_ids"], split["chosen_ids"], split["rejected_ids"], truncated, strict=True)
-    ]
+    fields = (split["prompt_ids"], split["chosen_ids"], split["rejected_ids"],
+              columns["truncated"].tolist(), columns["prompt_truncated"].tolist())  # fmt: skip
+    return [TokenizedPair(*values) for values in zip(*fields, strict=True)]
 
 
 def _is_main_process() -> bool:

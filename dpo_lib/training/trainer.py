@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from dpo_lib.data.tokenize import TokenizedPair, truncation_summary
+from dpo_lib.data.tokenize import TokenizedPair
+from dpo_lib.data.truncation import truncation_of
 from dpo_lib.io import atomic_write_json, make_readable_by_all
 from dpo_lib.losses import build_loss
 from dpo_lib.models.tokenizer import load_tokenizer
@@ -171,7 +172,7 @@ class Trainer:
                 log.info("removed %s, left by an interrupted write", stale)
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.model) if train_pairs is None else None
-        self._load_data(train_pairs, eval_pairs)
+        self._load_data(train_pairs, eval_pairs, record_truncation=True)
         self.policy = self.build_model(config.model.name_or_path, trainable=True)
         self.policy_has_adapters = self.lora is not None
         self.reference: torch.nn.Module | None = None
@@ -257,14 +258,21 @@ class Trainer:
                 layer.compile()
         return model
 
-    def _load_data(self, train_pairs: list[TokenizedPair] | None, eval_pairs: list[TokenizedPair] | None) -> None:
+    def _load_data(self, train_pairs: list[TokenizedPair] | None, eval_pairs: list[TokenizedPair] | None,
+                   record_truncation: bool = False) -> None:  # fmt: skip
+        """The batches; without given pairs, the datasets tokenized (and ``record_truncation``: what truncation
+        cut, in metrics.json's ``data`` part)."""
         config = self.config
         if train_pairs is None:
             train_pairs, eval_pairs = tokenized_splits(config, self.tokenizer)
             if config.n_eval_examples:
                 eval_pairs = eval_pairs[: config.n_eval_examples]
-            if self.is_main and (cut := truncation_summary(train_pairs + eval_pairs, config.max_length)):
-                log.warning("%s; raise max_length (and max_prompt_length) to keep more", cut)
+            if self.is_main:
+                cut = truncation_of(train_pairs + eval_pairs, config)
+                if cut.truncated_pairs:
+                    log.warning("%s; raise max_length (and max_prompt_length) to keep more", cut.summary())
+                if record_truncation:
+                    update_metrics(self.run_dir, data={"truncation": cut.model_dump(mode="json")})
         pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else 0
         packing = bool(self.options.packing)
         self.batches = PairBatches(train_pairs, config.batch_size, config.seed, pad_id, packing=packing)

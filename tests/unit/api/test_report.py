@@ -107,6 +107,39 @@ def test_a_finished_run_shows_every_part_of_its_report(tmp_path):
     assert "open in Airflow" not in framed and "target=" not in framed and framed.count("<svg") == 3
 
 
+def truncation_record(truncated_pairs: int, lengths: dict | None = None) -> dict:
+    return {"tokenizer": "models/tiny", "max_length": 512, "max_prompt_length": 256, "truncation_mode": "keep_end",
+            "pair_count": 48, "truncated_pairs": truncated_pairs, "prompt_truncated_pairs": 1,
+            "response_truncated_pairs": truncated_pairs - 1, "tokens_dropped": 40, "max_tokens_dropped": 30,
+            "lengths": lengths or {}}  # fmt: skip
+
+
+def test_the_dataset_part_says_what_truncation_cut_with_trains_count_and_stages_lengths(tmp_path):
+    run_dir = write_run(tmp_path / "runs")
+    staged = truncation_record(5, {"sequence": {"p50": 300.0, "p90": 480.0, "p99": 610.5, "max": 700}})
+    record_dataset(run_dir, {"dataset_uri": "data/dataset.json", "sha256": "ab" * 32, "format": "json", "size": 1234,
+                             "record_count": 48, "warning_count": 0, "truncation": staged}, None)  # fmt: skip
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    def truncation_cell() -> str:
+        html = report.run_page(DAG, RUN, airflow_run(), settings(tmp_path), BASE)
+        return html.split('id="truncation"', 1)[1].split("</td>", 1)[0] if 'id="truncation"' in html else ""
+
+    assert "5 of 48 pairs (10.42%) lose tokens" in truncation_cell()  # stage's alone, before train
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": {"truncation": truncation_record(2)}}))
+    html = report.run_page(DAG, RUN, airflow_run(), settings(tmp_path), BASE)
+    cell = truncation_cell()
+    assert cell.startswith(' class="warn">') and "2 of 48 pairs (4.17%) lose tokens" in cell  # train's count wins
+    assert "truncation at max_length 512 (max_prompt_length 256)" in cell
+    token_lengths = html.split('id="token-lengths"', 1)[1].split("</table>", 1)[0]
+    assert "<td>sequence</td>" in token_lengths and "610.5" in token_lengths  # stage's lengths beside it
+
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": {"truncation": truncation_record(0)}}))
+    assert "none of 48 pairs loses a token" in truncation_cell() and "warn" not in truncation_cell()
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": {"truncation": {"pair_count": "many"}}}))
+    assert "5 of 48 pairs" in truncation_cell()  # a record of the wrong shape counts as not there
+
+
 def test_a_run_in_flight_shows_what_exists_and_names_what_is_not_there_yet(tmp_path):
     write_run(tmp_path / "runs", complete=False)
     html = report.run_page(DAG, RUN, airflow_run("running"), settings(tmp_path), BASE)

@@ -124,14 +124,31 @@ def test_the_recipe_returns_the_last_logged_train_metrics_and_saves_the_policy(m
     assert (Path(config.run_dir) / "final" / "model.safetensors").exists()
 
 
-def test_truncation_is_reported_in_the_first_lines_of_training(make_config, caplog):
+def test_truncation_is_reported_in_the_first_lines_of_training_and_recorded(make_config, caplog):
     import logging
 
-    trainer = BasicTrainer(make_config("max_length=24", "max_prompt_length=12"))
+    from dpo_lib.data.truncation import measure_truncation
+
+    config = make_config("max_length=16", "max_prompt_length=4")
+    trainer = BasicTrainer(config)
     with caplog.at_level(logging.WARNING, logger="dpo_lib.training.trainer"):
         trainer.setup()
-    (line,) = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
-    assert "pairs" in line and "were truncated to max_length 24" in line and "tokens cut" in line
+    (line,) = [r.getMessage() for r in caplog.records if "truncation at" in r.getMessage()]
+    assert "truncation at max_length 16 (max_prompt_length 4): " in line and "pairs" in line
+    assert "lose tokens" in line and "raise max_length" in line
+    # metrics.json says the same, with the counts the stage task measures on the dataset file
+    recorded = read_metrics(config.run_dir)["data"]["truncation"]
+    (dataset,) = config.datasets.values()
+    measured = measure_truncation(dataset.uri, trainer.tokenizer, config).model_dump(mode="json")
+    assert recorded["truncated_pairs"] > 0 and recorded["prompt_truncated_pairs"] > 0
+    assert recorded == {**measured, "lengths": {}}
+
+
+def test_a_run_that_truncates_nothing_records_that_too(make_config):
+    config = make_config()
+    BasicTrainer(config).setup()
+    truncation = read_metrics(config.run_dir)["data"]["truncation"]
+    assert truncation["truncated_pairs"] == 0 and truncation["pair_count"] > 0
 
 
 def test_tokenized_pairs_are_cached_in_the_run_folder(make_config, caplog):
