@@ -63,8 +63,7 @@ def truncation(folder: RunFolder) -> Truncation | None:
     """What truncation cut: train's count of the pairs it trained on (metrics.json), with the token lengths
     stage measured for a ``model_uri`` run (the manifest); stage's alone before train has run."""
     found = []
-    for record in (((folder.metrics or {}).get("data") or {}).get("truncation"),
-                   ((folder.dataset or {}).get("manifest") or {}).get("truncation")):  # fmt: skip
+    for record in (_part(folder.metrics, "data", "truncation"), _part(folder.dataset, "manifest", "truncation")):
         try:
             found.append(Truncation.model_validate(record) if record else None)
         except ValidationError:
@@ -245,8 +244,22 @@ def summary(folder: RunFolder) -> dict[str, Any]:
         "eval_margin": _float(evaluation.get("rewards/margins")),
         "reference_accuracy": _float(reference.get("logps/accuracies")),
         "decision": promotion.get("decision") if isinstance(promotion.get("decision"), str) else None,
-        "dataset_sha256": ((folder.dataset or {}).get("manifest") or {}).get("sha256"),
+        "dataset_sha256": _part(folder.dataset, "manifest", "sha256"),
+        "truncated_share": _truncated_share(truncation(folder)),
     }
+
+
+def _truncated_share(cut: Truncation | None) -> float | None:
+    return cut.truncated_pairs / cut.pair_count if cut is not None and cut.pair_count else None
+
+
+def _part(record: Any, *keys: str) -> Any:
+    """``record[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
 
 
 def _number(value: Any) -> bool:

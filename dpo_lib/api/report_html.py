@@ -129,16 +129,19 @@ _RUN = """{% extends "layout" %}{% block body %}
 _RUNS = """{% extends "layout" %}{% block body %}
 <h1>DPO runs</h1>
 <p class="muted">The {{ rows | length }} most recent runs of {{ dag_ids | join(" and ") }}, newest first.
-Eval numbers are on held-out pairs; "ref. acc." is the reference model's own preference accuracy.</p>
+Eval numbers are on held-out pairs; "ref. acc." is the reference model's own preference accuracy;
+"truncated" is the share of pairs that lost tokens to <code>max_length</code>.</p>
 {% if rows %}<table id="runs"><tr><th>run</th><th>DAG</th><th>state</th><th>started</th><th>experiment</th><th>model</th>
 <th>loss fn</th><th>steps</th><th>train loss</th><th>eval loss</th><th>eval acc.</th><th>eval margin</th><th>ref. acc.</th>
-<th>promotion</th><th>dataset</th></tr>
+<th>truncated</th><th>promotion</th><th>dataset</th></tr>
 {% for r in rows %}<tr><td><a href="{{ r.report_url }}">{{ r.run_id }}</a></td><td><code>{{ r.dag_id }}</code></td>
 <td><span class="state {{ r.state }}">{{ r.state }}</span></td><td>{{ r.start or "" }}</td><td>{{ r.exp_name or "" }}</td>
 <td>{{ r.model or "" }}</td><td>{{ r.loss_name or "" }}</td><td class="num">{{ fmt(r.steps) }}</td>
 <td class="num">{{ fmt(r.train_loss) }}</td><td class="num">{{ fmt(r.eval_loss) }}</td>
 <td class="num">{{ fmt(r.eval_accuracy) }}</td><td class="num">{{ fmt(r.eval_margin) }}</td>
-<td class="num">{{ fmt(r.reference_accuracy) }}</td><td>{% if r.decision %}<span class="state {{ r.decision }}">{{ r.decision
+<td class="num">{{ fmt(r.reference_accuracy) }}</td>
+<td class="num{% if r.truncated_share %} warn{% endif %}">{% if r.truncated_share is not none %}{{ "%.1f" | format(100 * r.truncated_share) }} %{% endif %}</td>
+<td>{% if r.decision %}<span class="state {{ r.decision }}">{{ r.decision
  }}</span>{% endif %}</td><td>{% if r.dataset_sha256 %}<code title="{{ r.dataset_sha256 }}">{{ r.dataset_sha256[:10] }}</code>{% endif %}</td></tr>
 {% endfor %}</table>{% else %}<p class="muted">No runs yet.</p>{% endif %}
 {% endblock %}"""

@@ -138,6 +138,8 @@ def test_the_dataset_part_says_what_truncation_cut_with_trains_count_and_stages_
     assert "none of 48 pairs loses a token" in truncation_cell() and "warn" not in truncation_cell()
     (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": {"truncation": {"pair_count": "many"}}}))
     assert "5 of 48 pairs" in truncation_cell()  # a record of the wrong shape counts as not there
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": ["truncation"]}))
+    assert "5 of 48 pairs" in truncation_cell()
 
 
 def test_a_run_in_flight_shows_what_exists_and_names_what_is_not_there_yet(tmp_path):
@@ -195,7 +197,9 @@ def test_the_run_folder_is_found_from_dag_and_run_id_alone(tmp_path):
 
 
 def test_the_runs_list_compares_metrics_and_decisions(tmp_path):
-    write_run(tmp_path / "runs")
+    run_dir = write_run(tmp_path / "runs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "data": {"truncation": truncation_record(2)}}))
     write_run(tmp_path / "runs", run_id="manual__second", complete=False)
     runs = [report.AirflowRun(DAG, "manual__second", "running", None, []), airflow_run(),
             report.AirflowRun("dpo_nightly", "scheduled__never", "queued", None, [])]  # fmt: skip
@@ -203,7 +207,9 @@ def test_the_runs_list_compares_metrics_and_decisions(tmp_path):
     rows = html.split('id="runs"', 1)[1].split("</tr>")[1:-1]
     assert len(rows) == 3
     assert "0.9375" in rows[1] and "promoted" in rows[1] and "0.5" in rows[1] and "abababab" in rows[1]
+    assert '<td class="num warn">4.2 %</td>' in rows[1]  # 2 of 48 pairs truncated
     assert f'href="{BASE}/dpo/runs/{DAG}/manual__second"' in rows[0] and "promoted" not in rows[0]
+    assert " %</td>" not in rows[0]  # not trained yet: nothing counted
 
 
 def test_curves_keep_the_last_value_logged_for_a_step():
