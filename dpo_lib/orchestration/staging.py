@@ -44,7 +44,8 @@ def stage_inputs(spec: RunSpec, settings: Settings) -> Manifest:
 
 def measure_truncation(spec: RunSpec, manifest: Manifest, model_folder: Path) -> Truncation | None:
     """How the trainer's truncation cuts the staged dataset with the tokenizer in ``model_folder``,
-    logged in one line; None (and a warning) when the tokenizer cannot be loaded or used here."""
+    logged in one line; None when the tokenizer cannot be loaded or used here (a warning, unless this
+    worker has no transformers at all)."""
     from dpo_lib.data.truncation import measure_truncation as measure
     from dpo_lib.models.tokenizer import load_tokenizer
 
@@ -53,8 +54,11 @@ def measure_truncation(spec: RunSpec, manifest: Manifest, model_folder: Path) ->
     try:
         tokenizer = load_tokenizer(config.model)
         truncation = measure(spec.dataset_path, tokenizer, config, format=manifest.format)
-    except Exception as exc:  # noqa: BLE001 - no transformers on this worker, no tokenizer files: train still says
-        log.warning("truncation not measured: cannot use the tokenizer of %s here (%s)", model_folder, exc)
+    except Exception as exc:  # noqa: BLE001 - no transformers on this worker, no tokenizer files: train counts it
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "transformers":  # the Airflow image: expected
+            log.info("truncation not measured here (no transformers on this worker); train counts it")
+        else:
+            log.warning("truncation not measured: cannot use the tokenizer of %s here (%s)", model_folder, exc)
         return None
     log.log(logging.WARNING if truncation.truncated_pairs else logging.INFO, "%s", truncation.summary())
     return truncation

@@ -251,3 +251,19 @@ def test_a_model_whose_tokenizer_cannot_be_loaded_stages_without_truncation_figu
         manifest = staging.stage_inputs(plan(settings), settings)
     assert manifest.model is not None and manifest.truncation is None
     assert "truncation not measured" in caplog.text
+
+
+def test_a_worker_without_transformers_skips_truncation_without_a_warning(settings, caplog, monkeypatch):
+    import sys
+
+    from dpo_lib.tiny_model import build_tokenizer
+
+    folder = settings.workdir / "store" / "with-tokenizer"
+    build_tokenizer().save_pretrained(write_model(folder, {k: v for k, v in MODEL_FILES.items() if "token" not in k}))
+    spec = plan(settings, {"model_uri": "store/with-tokenizer"})
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers: ModuleNotFoundError
+    with caplog.at_level(logging.INFO, logger="dpo_lib.orchestration.staging"):
+        manifest = staging.stage_inputs(spec, settings)
+    assert manifest.model is not None and manifest.truncation is None
+    (record,) = [r for r in caplog.records if "truncation not measured" in r.getMessage()]
+    assert record.levelno == logging.INFO and "no transformers on this worker" in record.getMessage()
