@@ -64,16 +64,22 @@ class TrainerContainerOperator(DockerOperator):
         DockerOperator's own ``on_kill`` first stops the container politely, which waits up to
         ten seconds, but Airflow's task supervisor SIGKILLs this process five seconds after its
         SIGTERM, so the removal may never come. Training loses nothing it cannot redo:
-        checkpoints are written atomically and a retry resumes from the newest one.
+        checkpoints are written atomically and a retry resumes from the newest one. Killed before
+        Docker answered the create call, it finds the container by this try's labels.
         """
-        if self.container is None:
+        if self.container is not None:
+            ids = [self.container["Id"]]
+        else:  # killed while Docker was creating it: find this try's container by its labels
+            labels = [f"{key}={value}" for key, value in (self.labels or {}).items()]
+            ids = [c["Id"] for c in self.cli.containers(all=True, filters={"label": labels})] if labels else []
+        if not ids:
             self.log.info("no container was started; nothing to remove")
-            return
-        try:
-            self.cli.remove_container(self.container["Id"], force=True)
-            self.log.info("removed container %s", self.container["Id"][:12])
-        except APIError as exc:
-            self.log.info("container %s is already gone: %s", self.container["Id"][:12], exc)
+        for container_id in ids:
+            try:
+                self.cli.remove_container(container_id, force=True)
+                self.log.info("removed container %s", container_id[:12])
+            except APIError as exc:
+                self.log.info("container %s is already gone: %s", container_id[:12], exc)
 
 
 def docker_command_task(task_id: str, command: list[Any], settings: Settings, **operator_kwargs: Any) -> DockerOperator:

@@ -182,13 +182,24 @@ def test_labels_secrets_and_folders_are_prepared_when_the_task_runs(tmp_path):
 def test_on_kill_removes_the_container_at_once(tmp_path, monkeypatch):
     operator = command_task("train", make_settings(tmp_path))
     calls = []
+    created = []  # what the daemon has, by label
     fake_cli = SimpleNamespace(
         remove_container=lambda cid, force: calls.append(("remove", cid, force)),
         stop=lambda *a, **k: calls.append(("stop",)),
+        containers=lambda all, filters: [c for c in created if set(filters["label"]) <= c["labels"]],
     )
     monkeypatch.setattr(TrainerContainerOperator, "cli", property(lambda self: fake_cli))  # no daemon here
-    operator.on_kill()  # no container yet: nothing to do
+    operator.on_kill()  # not started: nothing to do
     assert calls == []
+    operator.prepare_container(SimpleNamespace(dag_id="d", run_id="r", task_id="train", try_number=2), environ={})
+    operator.on_kill()  # labelled, but nothing created yet
+    assert calls == []
+    labels = {f"{key}={value}" for key, value in operator.labels.items()}
+    earlier_try = labels - {f"{TRY_LABEL}=2"} | {f"{TRY_LABEL}=1"}
+    created += [{"Id": "fedcba9876543210", "labels": labels}, {"Id": "earlier-try", "labels": earlier_try}]
+    operator.on_kill()  # killed while Docker was creating it: found by this try's labels
+    assert calls == [("remove", "fedcba9876543210", True)]
+    calls.clear()
     operator.container = {"Id": "0123456789abcdef"}
     operator.on_kill()
     assert calls == [("remove", "0123456789abcdef", True)]  # no polite stop that outlasts the kill
