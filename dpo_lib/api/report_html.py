@@ -45,7 +45,7 @@ _LAYOUT = """<!doctype html>
 _RUN = """{% extends "layout" %}{% block body %}
 <h1>DPO run report</h1>
 <div class="muted"><code>{{ dag_id }}</code> · <code>{{ run_id }}</code>
- · run <span class="state {{ state }}" id="run-state">{{ state or "unknown" }}</span>
+{% if state or not snapshot %} · run <span class="state {{ state }}" id="run-state">{{ state or "unknown" }}</span>{% endif %}
  {% if exp_name %} · experiment <code>{{ exp_name }}</code>{% endif %}
  · <a href="{{ runs_url }}">all runs</a>{% if not framed %} · <a href="{{ airflow_url }}">open in Airflow</a>{% endif %}</div>
 {% if not is_dpo_dag %}<p class="note">{{ dag_id }} is not a DPO fine-tune DAG: there is no report for its runs.</p>

@@ -30,6 +30,10 @@ class RunNotifier(BaseNotifier):
         self.event = event
         self.conn_id = conn_id
 
+    def render_template_fields(self, context: Mapping[str, Any], jinja_env: Any = None) -> None:
+        """Nothing to render (no template fields). Skipping it also spares ``airflow dags test`` a failed
+        callback: there the run's DAG is a SerializedDAG, which has no template environment."""
+
     def notify(self, context: Mapping[str, Any]) -> None:
         connection = configured_connection(self.conn_id)
         if connection is None:

@@ -64,6 +64,8 @@ def test_bad_dataset_fails_stage_and_never_trains(workdir):
     assert result.returncode != 0
     assert "record 1" in output and "rejected" in output  # the reason, naming record and field
     assert "stage" in output
+    assert "Callback failed" not in output  # the run's failure notifier ran (no dpo_notify Connection: no email)
+    assert "failure notifications are off" in output
     assert trained_files(workdir / "artifacts" / "bad-data") == []  # validate's run.json, for the report, at most
     assert staged_files(workdir) == []  # cleanup ran: validate (a setup) had succeeded
     # and left the run's report, which says where the run stopped

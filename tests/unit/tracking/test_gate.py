@@ -173,6 +173,7 @@ def test_the_report_with_the_decision_is_written_and_stored_beside_the_model(cli
     page = (spec.run_dir / "report.html").read_text()
     assert 'id="promotion"' in page and "kept" in page and "worse by 0.3000" in page
     assert 'id="snapshot"' in page and "http://localhost:8080/dags/dpo_finetune/runs/manual__" in page
+    assert 'id="run-state"' not in page  # the run is still going when promote makes its copy: no state to show
     out = json.loads((spec.run_dir / "publish.json").read_text())["output_uri"]
     marker = json.loads((Path(out) / "report" / "upload.json").read_text())
     assert {entry["path"] for entry in marker["files"]} == {"report.html", "promotion.json"}  # no samples.json here
