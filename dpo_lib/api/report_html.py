@@ -50,7 +50,7 @@ _RUN = """{% extends "layout" %}{% block body %}
  · <a href="{{ runs_url }}">all runs</a>{% if not framed %} · <a href="{{ airflow_url }}">open in Airflow</a>{% endif %}</div>
 {% if not is_dpo_dag %}<p class="note">{{ dag_id }} is not a DPO fine-tune DAG: there is no report for its runs.</p>
 {% else %}
-{% if missing %}<p class="note" id="missing">Not there yet: {% for name, writer in missing %}<code>{{ name }}</code>
+{% if missing %}<p class="note" id="missing">{{ "Not written (the run failed)" if state == "failed" else "Not there yet" }}: {% for name, writer in missing %}<code>{{ name }}</code>
  ({{ writer }}){{ ", " if not loop.last }}{% endfor %}.
 {% if not run_dir %}The run folder has not been created yet: <code>validate</code> creates it.{% endif %}</p>{% endif %}
 
@@ -60,7 +60,7 @@ _RUN = """{% extends "layout" %}{% block body %}
 <a href="{{ airflow_url }}">the run's page in Airflow</a>.</p>{% endif %}
 {% if tasks %}<table id="tasks"><tr><th>task</th><th>state</th><th>try</th><th>started</th><th>duration</th></tr>
 {% for t in tasks %}<tr><td><code>{{ t.task_id }}</code></td><td><span class="state {{ t.state }}">{{ t.state or "none" }}</span></td>
-<td class="num">{{ t.try_number }}</td><td>{{ t.start or "" }}</td><td class="num">{{ t.duration or "" }}</td></tr>{% endfor %}
+<td class="num">{{ t.try_number if t.try_number is not none else "" }}</td><td>{{ t.start or "" }}</td><td class="num">{{ t.duration or "" }}</td></tr>{% endfor %}
 </table>{% elif not snapshot %}<p class="muted">No task instances yet.</p>{% endif %}
 
 <h2>Training curves</h2>

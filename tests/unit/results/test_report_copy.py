@@ -55,6 +55,7 @@ def test_a_failed_run_gets_a_report_naming_the_failed_task(settings):
     assert [row.split("<code>")[1].split("</code>")[0] for row in rows.split("<tr>")[2:]] == list(FAILED_IN_TRAIN)
     assert '<code>train</code></td><td><span class="state failed">failed</span>' in rows
     assert f"{BASE}/dags/dpo_finetune/runs/manual__1" in page
+    assert "Not written (the run failed): <code>dataset.json</code>\n (stage)" in page and "None" not in page
 
 
 def test_a_promoted_run_keeps_the_report_promote_wrote(settings):
