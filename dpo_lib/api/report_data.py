@@ -62,13 +62,8 @@ class RunFolder:
 def truncation(folder: RunFolder) -> Truncation | None:
     """What truncation cut: train's count of the pairs it trained on (metrics.json), with the token lengths
     stage measured for a ``model_uri`` run (the manifest); stage's alone before train has run."""
-    found = []
-    for record in (_part(folder.metrics, "data", "truncation"), _part(folder.dataset, "manifest", "truncation")):
-        try:
-            found.append(Truncation.model_validate(record) if record else None)
-        except ValidationError:
-            found.append(None)
-    trained, staged = found
+    trained = _truncation(_part(folder.metrics, "data", "truncation"))
+    staged = _truncation(_part(folder.dataset, "manifest", "truncation"))
     if trained is None:
         return staged
     if staged is not None and not trained.lengths:
@@ -247,6 +242,13 @@ def summary(folder: RunFolder) -> dict[str, Any]:
         "dataset_sha256": _part(folder.dataset, "manifest", "sha256"),
         "truncated_share": _truncated_share(truncation(folder)),
     }
+
+
+def _truncation(record: Any) -> Truncation | None:
+    try:
+        return Truncation.model_validate(record) if isinstance(record, dict) else None
+    except ValidationError:
+        return None
 
 
 def _truncated_share(cut: Truncation | None) -> float | None:
